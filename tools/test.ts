@@ -132,14 +132,17 @@ async function checks(): Promise<RuntimeTally> {
     failed: 0,
   };
   const steps: [string, string[]][] = [
-    ["fmt", ["fmt", "--check"]],
-    ["lint", ["lint"]],
-    ["check", ["check", "."]],
-    ["doc", ["doc", "--lint", "mod.ts", "sse.ts", "client.ts", "channel.ts"]],
-    ["publish", ["publish", "--dry-run", "--allow-dirty"]],
+    [DENO, ["fmt", "--check"]],
+    [DENO, ["lint"]],
+    [DENO, ["check", "."]],
+    [DENO, ["doc", "--lint", "mod.ts", "sse.ts", "client.ts", "channel.ts"]],
+    [DENO, ["publish", "--dry-run", "--allow-dirty"]],
+    // What npm users get: compiled JS and .d.ts, importable by package name.
+    [bin("tsc"), ["-p", "tools/tsconfig.npm.json"]],
+    [NODE, ["tools/check_npm_package.ts"]],
   ];
-  for (const [, args] of steps) {
-    const { code } = await run(DENO, args);
+  for (const [command, args] of steps) {
+    const { code } = await run(command, args);
     add(
       tally,
       code === 0 ? { passed: 1, failed: 0 } : { passed: 0, failed: 1 },
