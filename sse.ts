@@ -1,13 +1,1043 @@
 /**
- * Server side of ssekit: the event-stream encoder and `EventEndpoint`.
+ * Server side of ssekit: the event-stream encoder
+ * ({@linkcode encodeServerSentEvent}, {@linkcode ServerSentEventStream}) and
+ * {@linkcode EventEndpoint}, which serves one client on `Deno.serve`,
+ * `Bun.serve`, Hono (web `Request`/`Response`) or `node:http` and the
+ * `node:http2` compatibility API.
  *
- * This file imports nothing, so it can be vendored on its own.
+ * This file imports nothing, not even types, so it can be vendored on its own.
+ *
+ * @example Encode a message
+ * ```ts
+ * import { encodeServerSentEvent } from "./sse.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   encodeServerSentEvent({ event: "tick", id: "7", data: "a\nb" }),
+ *   "event:tick\nid:7\ndata:a\ndata:b\n\n",
+ * );
+ * ```
  *
  * @module
  */
 
-/** A message to encode as one block of an event stream. */
+// ---------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------
+
+/**
+ * A message to encode as one block of an event stream. Same field names as
+ * `ServerSentEventMessage` of `@std/http/unstable-server-sent-event-stream`.
+ *
+ * Every field is optional; a field left `undefined` is not written.
+ */
 export interface ServerSentEventMessage {
-  /** The `data` field; split into one `data:` line per line. */
+  /** A comment; one `:` line per line. Clients ignore it. */
+  comment?: string;
+  /** The event type (`event:`); must not contain CR or LF. */
+  event?: string;
+  /**
+   * The event id (`id:`); must not contain CR, LF or NUL. The empty string
+   * is allowed: it resets the client's last event id.
+   */
+  id?: string;
+  /** The client's reconnection time in ms (`retry:`): an integer 0…2^31−1. */
+  retry?: number;
+  /** The data; split on CR, LF and CRLF into one `data:` line per line. */
   data?: string;
+}
+
+const LINE_BREAK = /\r\n|\r|\n/;
+const CR_OR_LF = /[\r\n]/;
+const MAX_RETRY = 2 ** 31 - 1;
+
+/** `name:value`, or `name: value` when the value itself starts with a space. */
+function fieldLine(name: string, value: string): string {
+  // The parser drops exactly one space after the colon, so a value that
+  // starts with a space needs one sacrificial space to survive.
+  return value.charCodeAt(0) === 0x20
+    ? name + ": " + value + "\n"
+    : name + ":" + value + "\n";
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (value === null || typeof value !== "object") return String(value);
+  return Array.isArray(value) ? "an array" : "an object";
+}
+
+function expectString(field: string, value: unknown): string {
+  if (typeof value !== "string") {
+    throw new TypeError(
+      `Invalid ${field}: expected a string, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function validateSingleLine(field: "event" | "id", value: string): void {
+  if (CR_OR_LF.test(value)) {
+    throw new TypeError(
+      `Invalid ${field} ${
+        describe(value)
+      }: expected a string without CR or LF (a line break would end the field and let the rest inject other fields)`,
+    );
+  }
+  if (field === "id" && value.includes("\0")) {
+    throw new TypeError(
+      `Invalid id ${
+        describe(value)
+      }: expected a string without NUL (clients ignore an id containing NUL)`,
+    );
+  }
+}
+
+function validateRetry(value: unknown, field = "retry"): number {
+  if (typeof value !== "number") {
+    throw new TypeError(
+      `Invalid ${field}: expected an integer number of milliseconds from 0 to ${MAX_RETRY}, got ${
+        describe(value)
+      }`,
+    );
+  }
+  if (!Number.isInteger(value) || value < 0 || value > MAX_RETRY) {
+    throw new RangeError(
+      `Invalid ${field} ${value}: expected an integer number of milliseconds from 0 to ${MAX_RETRY}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Encodes one message as event-stream text.
+ *
+ * The output is canonical, byte for byte:
+ *
+ * 1. Lines end with LF (`\n`), never CR or CRLF.
+ * 2. Fields are written in this order, each only when it is not `undefined`:
+ *    `comment`, `event`, `id`, `retry`, `data`.
+ * 3. `comment` is split on CRLF, CR and LF; each piece becomes a line `:` +
+ *    piece, with nothing added (an empty comment gives the line `:`).
+ * 4. `event`, `id` and each piece of `data` (split on CRLF, CR and LF) are
+ *    written as `name:value` — no space after the colon — except when the
+ *    value starts with a space (U+0020), where the line is `name: value` (the
+ *    parser removes one leading space). An empty value gives `name:` (the
+ *    colon is always written).
+ * 5. `retry` is written as `retry:` + the integer in decimal, no sign, no
+ *    leading zeros.
+ * 6. A blank line (`\n`) ends the message when it has `event`, `id` or `data`
+ *    — those take effect when the client dispatches. A message of only
+ *    `comment` and/or `retry` ends without one (nothing to dispatch), and `{}`
+ *    encodes to the empty string.
+ *
+ * `data: ""` gives the line `data:` and a blank line, which clients dispatch
+ * as an event whose data is the empty string (the data buffer is "\n", not
+ * empty, before its last LF is removed). `id: ""` gives `id:`, which resets
+ * the client's last event id. An `event` that is empty is written as `event:`
+ * and clients dispatch it as `"message"`.
+ *
+ * Lone UTF-16 surrogates are not rejected; they become U+FFFD when the text is
+ * encoded to UTF-8.
+ *
+ * @param message The message to encode.
+ * @returns The event-stream text for the message.
+ * @throws {TypeError} If a field has the wrong type, `event` or `id` contains
+ * CR or LF, or `id` contains NUL.
+ * @throws {RangeError} If `retry` is not an integer from 0 to 2^31−1.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeServerSentEvent } from "./sse.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   encodeServerSentEvent({ comment: "hi", id: "", retry: 1000, data: " x" }),
+ *   ":hi\nid:\nretry:1000\ndata:  x\n\n",
+ * );
+ * assert.throws(() => encodeServerSentEvent({ id: "1\n" }), TypeError);
+ * ```
+ */
+export function encodeServerSentEvent(
+  message: ServerSentEventMessage,
+): string {
+  if (message === null || typeof message !== "object") {
+    throw new TypeError(
+      `Invalid message: expected an object with optional data, event, id, retry and comment, got ${
+        describe(message)
+      }`,
+    );
+  }
+  const { comment, event, id, retry, data } = message;
+  let text = "";
+  let dispatches = false;
+  if (comment !== undefined) {
+    for (const line of expectString("comment", comment).split(LINE_BREAK)) {
+      text += ":" + line + "\n";
+    }
+  }
+  if (event !== undefined) {
+    validateSingleLine("event", expectString("event", event));
+    text += fieldLine("event", event);
+    dispatches = true;
+  }
+  if (id !== undefined) {
+    validateSingleLine("id", expectString("id", id));
+    text += fieldLine("id", id);
+    dispatches = true;
+  }
+  if (retry !== undefined) {
+    text += "retry:" + validateRetry(retry) + "\n";
+  }
+  if (data !== undefined) {
+    expectString("data", data);
+    if (CR_OR_LF.test(data)) {
+      for (const line of data.split(LINE_BREAK)) {
+        text += fieldLine("data", line);
+      }
+    } else {
+      text += fieldLine("data", data);
+    }
+    dispatches = true;
+  }
+  return dispatches ? text + "\n" : text;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Transforms {@linkcode ServerSentEventMessage}s into event-stream bytes
+ * (UTF-8), each message encoded by {@linkcode encodeServerSentEvent}. An
+ * invalid message errors the stream with that function's error.
+ *
+ * @example Usage
+ * ```ts
+ * import { ServerSentEventStream } from "./sse.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const body = ReadableStream.from([{ data: "hello" }, { event: "end", data: "" }])
+ *   .pipeThrough(new ServerSentEventStream());
+ * const response = new Response(body, {
+ *   headers: { "content-type": "text/event-stream; charset=utf-8" },
+ * });
+ * assert.equal(await response.text(), "data:hello\n\nevent:end\ndata:\n\n");
+ * ```
+ */
+export class ServerSentEventStream
+  extends TransformStream<ServerSentEventMessage, Uint8Array> {
+  /** Constructs a new instance. */
+  constructor() {
+    super({
+      transform(message, controller) {
+        const text = encodeServerSentEvent(message);
+        if (text !== "") controller.enqueue(utf8.encode(text));
+      },
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// EventEndpoint
+// ---------------------------------------------------------------------------
+
+/**
+ * The part of a `node:http` `IncomingMessage` or `node:http2`
+ * `Http2ServerRequest` that {@linkcode EventEndpoint} uses (declared here so
+ * this file imports nothing).
+ */
+export interface NodeRequestLike {
+  /** Request headers, names in lower case. */
+  readonly headers: Record<string, string | string[] | undefined>;
+  /** 1 for HTTP/1.x, 2 for HTTP/2. */
+  readonly httpVersionMajor: number;
+  /** 0 or 1 for HTTP/1.x. */
+  readonly httpVersionMinor: number;
+}
+
+/**
+ * The part of a `node:http` `ServerResponse` or `node:http2`
+ * `Http2ServerResponse` that {@linkcode EventEndpoint} uses.
+ */
+export interface NodeResponseLike {
+  /** Sends the status line and headers. */
+  writeHead(statusCode: number, headers: Record<string, string>): unknown;
+  /** Writes body bytes; `false` means "wait for `drain`". */
+  write(chunk: Uint8Array): boolean;
+  /** Ends the body. */
+  end(): unknown;
+  /** Tears the response down. */
+  destroy(error?: Error): unknown;
+  /** Adds a listener (`close`, `finish`, `drain`, `error`). */
+  on(event: string, listener: () => void): unknown;
+  /** Removes a listener. */
+  off(event: string, listener: () => void): unknown;
+  /** Bytes written but not yet flushed to the socket, when the runtime says. */
+  readonly writableLength?: number;
+}
+
+/**
+ * What an {@linkcode EventEndpoint} does when a write would take its
+ * {@linkcode EventEndpoint.bufferedAmount | bufferedAmount} past
+ * {@linkcode EventEndpointOptions.highWaterMark | highWaterMark}:
+ *
+ * - `"wait"`: queue it anyway; its promise settles when the client has taken
+ *   the bytes. A producer that awaits each write therefore never buffers more
+ *   than one message past the mark; a producer that does not await is not
+ *   bounded — use `"drop"` or `"close"` for fire-and-forget producers.
+ * - `"drop"`: discard the whole message (never part of it, which would corrupt
+ *   the stream); its promise resolves and `droppedCount` goes up by one.
+ * - `"close"`: close the connection to the slow client (the `close` event has
+ *   `wasClean: false`) and reject the write and every pending one.
+ */
+export type OverflowPolicy = "wait" | "drop" | "close";
+
+/** Options for {@linkcode EventEndpoint}. */
+export interface EventEndpointOptions {
+  /**
+   * Extra response headers, e.g. for CORS. They are also sent with a `204`.
+   * On HTTP/2 (`node:http2`), connection-specific headers (`Connection`,
+   * `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`) are
+   * left out, as HTTP/2 forbids them.
+   *
+   * @default {undefined}
+   */
+  headers?: HeadersInit;
+  /**
+   * The client's reconnection time in ms, sent once as `retry:` at the start
+   * of the stream. An integer from 0 to 2^31−1, or `undefined` for none.
+   *
+   * @default {undefined}
+   */
+  reconnectionTime?: number;
+  /**
+   * Send a comment line (`:`) after this many ms without other writes, so
+   * that idle timeouts (Bun.serve: 10 s by default; proxies) keep the stream
+   * open. `0` disables it.
+   *
+   * @default {5000}
+   */
+  heartbeat?: number;
+  /**
+   * Bytes this client may have buffered (written, not yet taken by the
+   * runtime) before {@linkcode EventEndpointOptions.overflow | overflow}
+   * applies. A single message larger than this is still accepted when
+   * nothing else is buffered.
+   *
+   * @default {1048576}
+   */
+  highWaterMark?: number;
+  /**
+   * What to do with a write past `highWaterMark`; see
+   * {@linkcode OverflowPolicy}.
+   *
+   * @default {"wait"}
+   */
+  overflow?: OverflowPolicy;
+}
+
+/**
+ * The prefix `close(true)` puts in front of the last event id it sends. A
+ * client that reconnects sends it back in `Last-Event-ID`, and the endpoint
+ * then answers `204 No Content`, which stops `EventSource` for good.
+ */
+const NO_RECONNECT_MARKER = "ssekit:closed:";
+
+const CONNECTION_SPECIFIC = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+// deno-lint-ignore no-control-regex
+const NON_ASCII = /[^\u0000-\u007f]/u;
+
+/** Exact UTF-8 length of `text` (lone surrogates count as U+FFFD). */
+function utf8Length(text: string): number {
+  if (!NON_ASCII.test(text)) return text.length;
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
+  if (parts.length === 1) {
+    const only = parts[0]!;
+    return typeof only === "string" ? utf8.encode(only) : only;
+  }
+  if (parts.every((part) => typeof part === "string")) {
+    return utf8.encode(parts.join(""));
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    if (typeof part === "string") {
+      offset += utf8.encodeInto(part, bytes.subarray(offset)).written;
+    } else {
+      bytes.set(part, offset);
+      offset += part.byteLength;
+    }
+  }
+  return bytes;
+}
+
+interface Pending {
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+function closedError(reason: string): DOMException {
+  return new DOMException(
+    `Cannot write to the event stream: it is closed (${reason})`,
+    "InvalidStateError",
+  );
+}
+
+function checkNonNegative(name: string, value: number): number {
+  if (typeof value !== "number" || !(value >= 0) || value === Infinity) {
+    throw new RangeError(
+      `Invalid ${name} ${
+        describe(value)
+      }: expected a finite number greater than or equal to 0`,
+    );
+  }
+  return value;
+}
+
+function isNodeResponse(value: unknown): value is NodeResponseLike {
+  return typeof value === "object" && value !== null &&
+    typeof (value as NodeResponseLike).writeHead === "function" &&
+    typeof (value as NodeResponseLike).write === "function";
+}
+
+/**
+ * One client's event stream — jsext's `EventEndpoint` API (`send`,
+ * `sendEvent`, `dispatchEvent(new MessageEvent(…))`, `close`, `lastEventId`,
+ * `closed`, `response`, the `close` event) with injection-proof encoding,
+ * backpressure, heartbeats, disconnect detection and no process-global state.
+ *
+ * Web (`Deno.serve`, `Bun.serve`, Hono…): `new EventEndpoint(request)` and
+ * return `endpoint.response`. Node (`node:http`, `node:http2` compatibility
+ * API): `new EventEndpoint(req, res)`; the head is written at once and
+ * `response` is `null`.
+ *
+ * **Wire form.** The stream starts with `retry:N\n` when
+ * `reconnectionTime` is set, else with the comment `:\n`, so that headers and
+ * a first chunk go out at once. Messages are encoded by
+ * {@linkcode encodeServerSentEvent}; heartbeats are `:\n`.
+ *
+ * **Headers.** `Content-Type: text/event-stream; charset=utf-8`,
+ * `Cache-Control: no-cache, no-transform` (compression middleware leaves the
+ * stream alone), `X-Accel-Buffering: no` (nginx does not buffer it), then
+ * {@linkcode EventEndpointOptions.headers | options.headers}. `Connection:
+ * keep-alive` is added for node HTTP/1.1 requests only. A web `Request` does
+ * not tell its HTTP version, so a web response gets no `Connection` header:
+ * HTTP/1.1 connections are persistent without it and HTTP/2 forbids it.
+ *
+ * **Backpressure.** Writes made in the same tick are coalesced into one
+ * chunk. A write's promise resolves when the runtime has taken its bytes: on
+ * the web when the response body stream is pulled (it has no queue of its
+ * own), on node when `res.write()` accepts it without asking to wait for
+ * `drain` (or at `drain`). {@linkcode EventEndpoint.bufferedAmount} counts the
+ * bytes not yet taken (plus, on node, `res.writableLength`);
+ * {@linkcode EventEndpointOptions.highWaterMark} and
+ * {@linkcode OverflowPolicy} bound it.
+ *
+ * **Disconnects.** `request.signal`, a cancelled body stream, or the node
+ * response's `close` before `finish` mark the endpoint closed: the heartbeat
+ * stops, pending and later writes reject with a `DOMException`
+ * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
+ * fires once. `close()` flushes what is queued, ends the stream and fires
+ * `close` with `wasClean: true` once the runtime has taken the end of the
+ * stream (on the web: when the body stream is read to its end).
+ *
+ * **`close(true)`** is stateless: it sends one last `id:` whose value is
+ * `ssekit:closed:` + {@linkcode EventEndpoint.lastEventId}, then ends the
+ * stream. A client that reconnects sends that back in `Last-Event-ID`, and an
+ * endpoint constructed for that request answers `204 No Content` (with
+ * `options.headers`), which makes `EventSource` stop reconnecting. Such an
+ * endpoint starts closed, never fires `close`, and its `lastEventId` is the id
+ * without the prefix. Limits: it only stops clients that send `Last-Event-ID`
+ * (`EventSource` and `EventConsumer` do); a brand-new `EventSource` (no
+ * header) connects normally; the marker replaces the client's last event id;
+ * and a client can send the marker itself, which only gets it a `204`. No
+ * memory is kept on the server.
+ *
+ * **For channels.** {@linkcode EventEndpoint.write} takes already-encoded
+ * event-stream text or bytes; `bufferedAmount`, `droppedCount`, `closed`,
+ * `lastEventId` and the `close` event are what a broadcaster observes.
+ *
+ * @example Web (Deno.serve, Bun.serve, Hono)
+ * ```ts
+ * import { EventEndpoint } from "./sse.ts";
+ * import assert from "node:assert/strict";
+ *
+ * function handler(request: Request): Response {
+ *   const endpoint = new EventEndpoint(request, { heartbeat: 0 });
+ *   endpoint.sendEvent("greeting", "hello", "1");
+ *   endpoint.close();
+ *   return endpoint.response!;
+ * }
+ *
+ * const response = handler(new Request("http://localhost/events"));
+ * assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
+ * assert.equal(await response.text(), ":\nevent:greeting\nid:1\ndata:hello\n\n");
+ * ```
+ *
+ * @example node:http
+ * ```ts
+ * import { EventEndpoint } from "./sse.ts";
+ * import { createServer } from "node:http";
+ *
+ * const server = createServer((req, res) => {
+ *   const endpoint = new EventEndpoint(req, res, { reconnectionTime: 3000 });
+ *   const timer = setInterval(() => {
+ *     endpoint.send(new Date().toISOString()).catch(() => {});
+ *   }, 1000);
+ *   endpoint.addEventListener("close", () => clearInterval(timer));
+ * });
+ * // server.listen(8000, "127.0.0.1");
+ * ```
+ */
+export class EventEndpoint extends EventTarget {
+  readonly #response: Response | null;
+  readonly #nodeResponse: NodeResponseLike | null = null;
+  readonly #heartbeat: number;
+  readonly #highWaterMark: number;
+  readonly #overflow: OverflowPolicy;
+  #lastEventId: string;
+  #closed = false;
+  /** Set once the `close` event has fired (or would have, for a 204). */
+  #finished = false;
+  #closeReason = "closed by the server";
+
+  // Writes not yet handed to the runtime, coalesced at the next delivery.
+  #parts: (string | Uint8Array)[] = [];
+  #partsSize = 0;
+  #partsPending: Pending[] = [];
+  #flushScheduled = false;
+  #droppedCount = 0;
+
+  // Web: the body stream's controller, and the pull waiting for data.
+  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  #pullWaiting: (() => void) | null = null;
+  #abortSignal: AbortSignal | null = null;
+  #onAbort: (() => void) | null = null;
+
+  // Node: writes accepted by `res.write()` after it asked us to wait.
+  #drainPending: Pending[] = [];
+  #waitingForDrain = false;
+  #nodeListeners: [string, () => void][] = [];
+
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #lastWrite = 0;
+
+  /**
+   * Serves a web `Request`; return {@linkcode EventEndpoint.response}.
+   *
+   * @param request The incoming request.
+   * @param options Options.
+   */
+  constructor(request: Request, options?: EventEndpointOptions);
+  /**
+   * Serves a `node:http` or `node:http2` (compatibility API) request; the
+   * response head is written at once.
+   *
+   * @param req The incoming request.
+   * @param res Its response.
+   * @param options Options.
+   */
+  constructor(
+    req: NodeRequestLike,
+    res: NodeResponseLike,
+    options?: EventEndpointOptions,
+  );
+  constructor(
+    request: Request | NodeRequestLike,
+    resOrOptions?: NodeResponseLike | EventEndpointOptions,
+    maybeOptions?: EventEndpointOptions,
+  ) {
+    super();
+    const res = isNodeResponse(resOrOptions) ? resOrOptions : null;
+    const options: EventEndpointOptions =
+      (res ? maybeOptions : resOrOptions as EventEndpointOptions | undefined) ??
+        {};
+    this.#heartbeat = checkNonNegative("heartbeat", options.heartbeat ?? 5000);
+    this.#highWaterMark = checkNonNegative(
+      "highWaterMark",
+      options.highWaterMark ?? 1024 * 1024,
+    );
+    const overflow = options.overflow ?? "wait";
+    if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
+      throw new TypeError(
+        `Invalid overflow ${
+          describe(overflow)
+        }: expected "wait", "drop" or "close"`,
+      );
+    }
+    this.#overflow = overflow;
+    const reconnectionTime = options.reconnectionTime === undefined
+      ? undefined
+      : validateRetry(options.reconnectionTime, "reconnectionTime");
+
+    let header: string;
+    if (res) {
+      const value = (request as NodeRequestLike).headers["last-event-id"];
+      header = (Array.isArray(value) ? value[0] : value) ?? "";
+    } else {
+      header = (request as Request).headers.get("last-event-id") ?? "";
+    }
+    const noContent = header.startsWith(NO_RECONNECT_MARKER);
+    this.#lastEventId = noContent
+      ? header.slice(NO_RECONNECT_MARKER.length)
+      : header;
+
+    const headers = new Headers({
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      "x-accel-buffering": "no",
+    });
+    new Headers(options.headers).forEach((value, name) => {
+      headers.set(name, value);
+    });
+
+    if (noContent) {
+      this.#closed = true;
+      this.#finished = true;
+      this.#closeReason = "the client was told not to reconnect (204)";
+      const extra = new Headers(options.headers);
+      if (res) {
+        res.writeHead(
+          204,
+          this.#nodeHeaders(request as NodeRequestLike, extra),
+        );
+        res.end();
+        this.#response = null;
+      } else {
+        this.#response = new Response(null, { status: 204, headers: extra });
+      }
+      return;
+    }
+
+    this.#write(
+      reconnectionTime === undefined
+        ? ":\n"
+        : encodeServerSentEvent({ retry: reconnectionTime }),
+    );
+
+    if (res) {
+      this.#response = null;
+      this.#nodeResponse = res;
+      this.#listen(res, "drain", () => this.#onDrain());
+      this.#listen(res, "finish", () => this.#finish(true));
+      this.#listen(
+        res,
+        "close",
+        () => this.#fail("the client disconnected"),
+      );
+      this.#listen(res, "error", () => this.#fail("the response failed"));
+      res.writeHead(
+        200,
+        this.#nodeHeaders(request as NodeRequestLike, headers),
+      );
+      this.#startHeartbeat();
+    } else {
+      const web = request as Request;
+      const body = new ReadableStream<Uint8Array>({
+        start: (controller) => {
+          this.#controller = controller;
+        },
+        pull: () => this.#pull(),
+        cancel: () => this.#fail("the client disconnected"),
+      }, { highWaterMark: 0 });
+      this.#response = new Response(body, { status: 200, headers });
+      const signal = web.signal;
+      if (signal) {
+        this.#abortSignal = signal;
+        this.#onAbort = () => this.#fail("the client disconnected");
+        signal.addEventListener("abort", this.#onAbort, { once: true });
+      }
+    }
+  }
+
+  /**
+   * The response to return from the request handler (web `Request` only;
+   * `null` for node). Its status is `204` when the client was told by
+   * `close(true)` not to reconnect.
+   */
+  get response(): Response | null {
+    return this.#response;
+  }
+
+  /**
+   * The last event id: from the request's `Last-Event-ID` header (without
+   * the `close(true)` marker), then the last `id` sent with
+   * {@linkcode EventEndpoint.send | send}/{@linkcode EventEndpoint.sendEvent | sendEvent}
+   * (bytes passed to {@linkcode EventEndpoint.write | write} are not parsed).
+   */
+  get lastEventId(): string {
+    return this.#lastEventId;
+  }
+
+  /** Whether the endpoint is closed: no more writes are accepted. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Bytes written to this endpoint that the runtime has not taken yet (on
+   * node, including `res.writableLength`, which node has buffered).
+   */
+  get bufferedAmount(): number {
+    return this.#partsSize + (this.#nodeResponse?.writableLength ?? 0);
+  }
+
+  /** Messages discarded by the `"drop"` {@linkcode OverflowPolicy}. */
+  get droppedCount(): number {
+    return this.#droppedCount;
+  }
+
+  /**
+   * Sends a `message` event.
+   *
+   * @param data The data; may contain line breaks.
+   * @param id An event id to set (`""` resets the client's last event id).
+   * @returns A promise that resolves when the runtime has taken the bytes and
+   * rejects if the data or id is invalid or the endpoint is closed.
+   */
+  send(data: string, id?: string): Promise<void> {
+    return this.#sendMessage(id === undefined ? { data } : { id, data });
+  }
+
+  /**
+   * Sends an event of type `event`.
+   *
+   * @param event The event type; must not contain CR or LF.
+   * @param data The data; may contain line breaks.
+   * @param id An event id to set (`""` resets the client's last event id).
+   * @returns A promise that resolves when the runtime has taken the bytes and
+   * rejects if an argument is invalid or the endpoint is closed.
+   */
+  sendEvent(event: string, data: string, id?: string): Promise<void> {
+    return this.#sendMessage(
+      id === undefined ? { event, data } : { event, id, data },
+    );
+  }
+
+  /**
+   * Writes already-encoded event-stream text or UTF-8 bytes as they are (a
+   * channel encodes a message once and writes it to many endpoints). The
+   * caller is responsible for it being well-formed; it is not parsed.
+   *
+   * @param encoded Event-stream text or bytes.
+   * @returns A promise that resolves when the runtime has taken the bytes.
+   */
+  write(encoded: Uint8Array | string): Promise<void> {
+    if (typeof encoded !== "string" && !(encoded instanceof Uint8Array)) {
+      return Promise.reject(
+        new TypeError(
+          `Invalid encoded: expected a string or Uint8Array, got ${
+            describe(encoded)
+          }`,
+        ),
+      );
+    }
+    return this.#accept(encoded);
+  }
+
+  /**
+   * A `MessageEvent` is sent to the client (type `"message"` via `send`,
+   * other types via `sendEvent`; its `lastEventId` is sent as the id unless
+   * empty, its `data` must be a string) and is not dispatched locally; write
+   * errors are ignored — use `send` to observe them. Other events are
+   * dispatched normally.
+   *
+   * @param event The event.
+   * @returns `false` if the event is cancelable and a listener cancelled it.
+   */
+  override dispatchEvent(event: Event): boolean {
+    if (typeof MessageEvent === "function" && event instanceof MessageEvent) {
+      if (typeof event.data !== "string") {
+        throw new TypeError(
+          `Invalid MessageEvent data: expected a string, got ${
+            describe(event.data)
+          }`,
+        );
+      }
+      const id = event.lastEventId === "" ? undefined : event.lastEventId;
+      const sent = event.type === "message"
+        ? this.send(event.data, id)
+        : this.sendEvent(event.type, event.data, id);
+      sent.catch(() => {});
+      return !event.cancelable || !event.defaultPrevented;
+    }
+    return super.dispatchEvent(event);
+  }
+
+  /**
+   * Ends the stream after what is queued has been taken, then fires `close`
+   * (`wasClean: true`). Does nothing if already closed.
+   *
+   * @param noReconnect Tell the client not to reconnect: see the class docs
+   * (stateless, via a marker in the last event id, then `204`).
+   */
+  close(noReconnect = false): void {
+    if (this.#closed) return;
+    if (noReconnect) {
+      this.#write(
+        encodeServerSentEvent({ id: NO_RECONNECT_MARKER + this.#lastEventId }),
+      );
+    }
+    this.#closed = true;
+    this.#stopHeartbeat();
+    this.#scheduleFlush();
+  }
+
+  #sendMessage(message: ServerSentEventMessage): Promise<void> {
+    let text: string;
+    try {
+      text = encodeServerSentEvent(message);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const sent = this.#accept(text);
+    if (message.id !== undefined && !this.#closed) {
+      this.#lastEventId = message.id;
+    }
+    return sent;
+  }
+
+  /** A write from the user: checks closed and the overflow policy. */
+  #accept(chunk: string | Uint8Array): Promise<void> {
+    if (this.#closed) return Promise.reject(closedError(this.#closeReason));
+    const size = typeof chunk === "string"
+      ? utf8Length(chunk)
+      : chunk.byteLength;
+    const buffered = this.bufferedAmount;
+    if (buffered > 0 && buffered + size > this.#highWaterMark) {
+      if (this.#overflow === "drop") {
+        this.#droppedCount++;
+        return Promise.resolve();
+      }
+      if (this.#overflow === "close") {
+        const reason =
+          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`;
+        this.#fail(reason);
+        return Promise.reject(closedError(reason));
+      }
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#partsPending.push({ resolve, reject });
+    this.#write(chunk, size);
+    return promise;
+  }
+
+  /** Queues bytes (internal writes have no promise) and schedules delivery. */
+  #write(chunk: string | Uint8Array, size?: number): void {
+    this.#parts.push(chunk);
+    this.#partsSize += size ??
+      (typeof chunk === "string" ? utf8Length(chunk) : chunk.byteLength);
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      this.#deliver();
+    });
+  }
+
+  /** Takes everything queued as one chunk and its pending writes. */
+  #take(): [Uint8Array, Pending[]] {
+    const bytes = encodeParts(this.#parts, this.#partsSize);
+    const pending = this.#partsPending;
+    this.#parts = [];
+    this.#partsSize = 0;
+    this.#partsPending = [];
+    this.#lastWrite = Date.now();
+    return [bytes, pending];
+  }
+
+  #deliver(): void {
+    if (this.#finished) return;
+    if (this.#nodeResponse) this.#deliverNode(this.#nodeResponse);
+    else this.#deliverWeb();
+  }
+
+  #deliverWeb(): void {
+    const controller = this.#controller;
+    const wake = this.#pullWaiting;
+    if (!controller || !wake) return;
+    if (this.#parts.length > 0) {
+      const [bytes, pending] = this.#take();
+      this.#pullWaiting = null;
+      controller.enqueue(bytes);
+      for (const p of pending) p.resolve();
+      wake();
+    } else if (this.#closed) {
+      this.#pullWaiting = null;
+      controller.close();
+      wake();
+      this.#finish(true);
+    }
+  }
+
+  #pull(): Promise<void> {
+    if (this.#timer === undefined && !this.#closed) this.#startHeartbeat();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#pullWaiting = resolve;
+    // Data already waiting goes now; new writes wait for the microtask so
+    // that writes of the same tick share a chunk.
+    if (!this.#flushScheduled) this.#deliverWeb();
+    return promise;
+  }
+
+  #deliverNode(res: NodeResponseLike): void {
+    if (this.#waitingForDrain) return;
+    if (this.#parts.length > 0) {
+      const [bytes, pending] = this.#take();
+      let accepted: boolean;
+      try {
+        accepted = res.write(bytes);
+      } catch (error) {
+        for (const p of pending) p.reject(error);
+        this.#fail("a write failed");
+        return;
+      }
+      if (accepted) { for (const p of pending) p.resolve(); }
+      else {
+        this.#drainPending.push(...pending);
+        this.#waitingForDrain = true;
+      }
+    }
+    if (this.#closed && this.#parts.length === 0 && !this.#waitingForDrain) {
+      res.end();
+    }
+  }
+
+  #onDrain(): void {
+    this.#waitingForDrain = false;
+    const pending = this.#drainPending;
+    this.#drainPending = [];
+    for (const p of pending) p.resolve();
+    this.#deliver();
+  }
+
+  #listen(
+    res: NodeResponseLike,
+    event: string,
+    listener: () => void,
+  ): void {
+    res.on(event, listener);
+    this.#nodeListeners.push([event, listener]);
+  }
+
+  #nodeHeaders(
+    req: NodeRequestLike,
+    headers: Headers,
+  ): Record<string, string> {
+    const http2 = req.httpVersionMajor >= 2;
+    const record: Record<string, string> = {};
+    headers.forEach((value, name) => {
+      if (!http2 || !CONNECTION_SPECIFIC.has(name)) record[name] = value;
+    });
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
+      record["connection"] = "keep-alive";
+    }
+    return record;
+  }
+
+  #startHeartbeat(): void {
+    if (this.#heartbeat === 0) return;
+    this.#lastWrite = Date.now();
+    this.#armHeartbeat(this.#heartbeat);
+  }
+
+  #armHeartbeat(delay: number): void {
+    // One timer re-armed from its own callback: writes only update
+    // `#lastWrite` instead of clearing and setting a timer each.
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#closed) return;
+      const idle = Date.now() - this.#lastWrite;
+      if (idle >= this.#heartbeat && this.bufferedAmount === 0) {
+        this.#write(":\n");
+        this.#lastWrite = Date.now();
+        this.#armHeartbeat(this.#heartbeat);
+      } else {
+        this.#armHeartbeat(Math.max(1, this.#heartbeat - idle));
+      }
+    }, delay);
+  }
+
+  #stopHeartbeat(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** The stream ended abnormally: reject everything, tear down, fire close. */
+  #fail(reason: string): void {
+    if (this.#finished) return;
+    this.#closed = true;
+    this.#closeReason = reason;
+    const error = closedError(reason);
+    const pending = [...this.#partsPending, ...this.#drainPending];
+    this.#parts = [];
+    this.#partsSize = 0;
+    this.#partsPending = [];
+    this.#drainPending = [];
+    for (const p of pending) p.reject(error);
+    const wake = this.#pullWaiting;
+    this.#pullWaiting = null;
+    try {
+      this.#controller?.error(error);
+    } catch {
+      // Already cancelled by the runtime.
+    }
+    wake?.();
+    try {
+      this.#nodeResponse?.destroy();
+    } catch {
+      // Already gone.
+    }
+    this.#finish(false, reason);
+  }
+
+  #finish(wasClean: boolean, reason = ""): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#closed = true;
+    this.#stopHeartbeat();
+    if (this.#abortSignal && this.#onAbort) {
+      this.#abortSignal.removeEventListener("abort", this.#onAbort);
+    }
+    this.#abortSignal = null;
+    this.#onAbort = null;
+    const res = this.#nodeResponse;
+    if (res) {
+      // The `error` listener stays: an unhandled `error` would crash node.
+      for (const [event, listener] of this.#nodeListeners) {
+        if (event !== "error") res.off(event, listener);
+      }
+      this.#nodeListeners = [];
+      // Writes that node had buffered when the stream finished were taken.
+      for (const p of this.#drainPending) p.resolve();
+      this.#drainPending = [];
+    }
+    super.dispatchEvent(new CloseEvent("close", { wasClean, reason }));
+  }
 }
