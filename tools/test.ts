@@ -208,10 +208,16 @@ async function node(files: string[]): Promise<RuntimeTally> {
     passed: 0,
     failed: 0,
   };
-  const { code, output } = await run(NODE, ["--test", ...files]);
+  // The examples import the package by name; this condition resolves it to
+  // the TypeScript sources instead of the compiled dist/.
+  const { code, output } = await run(NODE, [
+    "--conditions=ssekit-source",
+    "--test",
+    ...files,
+  ]);
   add(tally, nodeCounts(code, output));
   if (existsSync(join(root, CONFORMANCE))) {
-    const c = await run(NODE, [CONFORMANCE]);
+    const c = await run(NODE, ["--conditions=ssekit-source", CONFORMANCE]);
     add(tally, conformanceCounts(c.code, c.output));
   }
   return tally;
