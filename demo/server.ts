@@ -1,0 +1,234 @@
+/**
+ * `npm start`: the ssekit live demo on Deno.
+ *
+ * One broadcast channel feeds every open tab: a simulated price every
+ * 500 ms (`tick`) and a chat (`chat`, from `POST /chat`). The channel's
+ * history is kept in a file, so a browser that reconnects after the server
+ * was killed and restarted resumes from its `Last-Event-ID` with nothing lost
+ * or repeated.
+ *
+ * Usage: deno run -A demo/server.ts [--port 8000] [--data DIR]
+ * (or the `PORT` and `DEMO_DATA` environment variables). `--port 0` picks a
+ * free port; the URL is printed either way.
+ *
+ * @module
+ */
+
+import { EventEndpoint } from "../mod.ts";
+import { ServerSentEventParser } from "../mod.ts";
+import { EventChannel } from "./_interim_channel.ts";
+import { FileHistoryStore } from "./file_history_store.ts";
+
+/** A price tick as broadcast and as kept for the page's first paint. */
+interface Tick {
+  t: number;
+  price: number;
+  members: number;
+  boot: number;
+}
+
+/** A chat message as broadcast. */
+interface Chat {
+  t: number;
+  name: string;
+  text: string;
+  system?: boolean;
+}
+
+const TICK_MS = 500;
+/** Ticks the page's chart shows: 60 s. */
+const RECENT_TICKS = 120;
+const RECENT_CHAT = 50;
+const MAX_NAME = 24;
+const MAX_TEXT = 280;
+
+function option(name: string, env: string, fallback: string): string {
+  const at = Deno.args.indexOf(`--${name}`);
+  if (at !== -1 && Deno.args[at + 1] !== undefined) return Deno.args[at + 1]!;
+  return Deno.env.get(env) ?? fallback;
+}
+
+const port = Number(option("port", "PORT", "8000"));
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  throw new RangeError(
+    `Invalid port ${
+      JSON.stringify(option("port", "PORT", "8000"))
+    }: expected an integer from 0 to 65535`,
+  );
+}
+const dataDir = option(
+  "data",
+  "DEMO_DATA",
+  new URL("./output/data", import.meta.url).pathname,
+);
+const publicDir = new URL("./public/", import.meta.url);
+const boot = Date.now();
+
+// --- the channel, and what the page needs for its first paint ------------
+
+const store = new FileHistoryStore(`${dataDir}/history.jsonl`);
+const channel = new EventChannel(store);
+
+const recentTicks: (Tick & { id: string })[] = [];
+const recentChat: (Chat & { id: string })[] = [];
+let lastEventId = "";
+
+/** Keeps the last few ticks and chat messages, for `GET /state`. */
+function remember(type: string, data: string, id: string): void {
+  lastEventId = id;
+  if (type === "tick") {
+    recentTicks.push({ ...(JSON.parse(data) as Tick), id });
+    if (recentTicks.length > RECENT_TICKS) recentTicks.shift();
+  } else if (type === "chat") {
+    recentChat.push({ ...(JSON.parse(data) as Chat), id });
+    if (recentChat.length > RECENT_CHAT) recentChat.shift();
+  }
+}
+
+// The history survived the last run: rebuild the recent lists from it, with
+// ssekit's own parser, so the first page load shows the past minute.
+const parser = new ServerSentEventParser({
+  onEvent: (e) => remember(e.type, e.data, e.lastEventId),
+});
+const encoder = new TextEncoder();
+for (const entry of store.entries()) parser.push(encoder.encode(entry.text));
+
+function publish(event: "tick" | "chat", value: Tick | Chat): string {
+  const data = JSON.stringify(value);
+  const id = channel.publish({ event, data });
+  remember(event, data, id);
+  return id;
+}
+
+// Every restart says so in the chat. Published before the server listens, so
+// a page that resumes after a restart gets it only by replay.
+publish("chat", {
+  t: boot,
+  name: "server",
+  text: `Server started (pid ${Deno.pid}).`,
+  system: true,
+});
+
+// --- the ticker ------------------------------------------------------------
+
+let price = recentTicks.at(-1)?.price ?? 100;
+/** A random walk with a little pull back to 100, so it stays on screen. */
+function nextPrice(): number {
+  const drift = (100 - price) * 0.01;
+  price = Math.max(1, price + drift + (Math.random() - 0.5) * 0.8);
+  return Math.round(price * 100) / 100;
+}
+
+setInterval(() => {
+  publish("tick", {
+    t: Date.now(),
+    price: nextPrice(),
+    members: channel.stats().members,
+    boot,
+  });
+}, TICK_MS);
+
+// --- HTTP ------------------------------------------------------------------
+
+const STATIC: Record<string, string> = {
+  "/": "index.html",
+  "/index.html": "index.html",
+  "/app.js": "app.js",
+  "/style.css": "style.css",
+};
+const TYPES: Record<string, string> = {
+  html: "text/html; charset=utf-8",
+  js: "text/javascript; charset=utf-8",
+  css: "text/css; charset=utf-8",
+};
+
+function json(value: unknown, status = 200): Response {
+  return new Response(JSON.stringify(value), {
+    status,
+    headers: {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+    },
+  });
+}
+
+/**
+ * `GET /events`: one endpoint per tab, joined to the channel, which replays
+ * what came after the client's `Last-Event-ID`. A page's first connection
+ * passes the id of its snapshot as `?lastEventId=` (a new `EventSource`
+ * cannot set the header); the browser's own reconnects send the header,
+ * which wins.
+ */
+function events(request: Request): Response {
+  const fromQuery = new URL(request.url).searchParams.get("lastEventId");
+  if (fromQuery && !request.headers.has("last-event-id")) {
+    const headers = new Headers(request.headers);
+    headers.set("last-event-id", fromQuery);
+    request = new Request(request, { headers });
+  }
+  // A short retry so a restarted server is found again quickly.
+  const endpoint = new EventEndpoint(request, { reconnectionTime: 1000 });
+  if (endpoint.closed) return endpoint.response!;
+  channel.join(endpoint);
+  return endpoint.response!;
+}
+
+async function chat(request: Request): Promise<Response> {
+  let body: unknown;
+  try {
+    body = await request.json();
+  } catch {
+    return json({ error: "expected a JSON body" }, 400);
+  }
+  const { name, text } = (body ?? {}) as { name?: unknown; text?: unknown };
+  if (typeof text !== "string" || text.trim() === "") {
+    return json({ error: "expected a non-empty string `text`" }, 400);
+  }
+  const id = publish("chat", {
+    t: Date.now(),
+    name: typeof name === "string" && name.trim()
+      ? name.trim().slice(0, MAX_NAME)
+      : "guest",
+    text: text.trim().slice(0, MAX_TEXT),
+  });
+  return json({ id });
+}
+
+async function serveStatic(path: string): Promise<Response> {
+  const file = STATIC[path];
+  if (!file) return new Response("Not found\n", { status: 404 });
+  const body = await Deno.readFile(new URL(file, publicDir));
+  const type = TYPES[file.slice(file.lastIndexOf(".") + 1)]!;
+  return new Response(body, {
+    headers: { "content-type": type, "cache-control": "no-cache" },
+  });
+}
+
+function handler(request: Request): Response | Promise<Response> {
+  const { pathname } = new URL(request.url);
+  if (pathname === "/events" && request.method === "GET") {
+    return events(request);
+  }
+  if (pathname === "/chat" && request.method === "POST") return chat(request);
+  if (pathname === "/state" && request.method === "GET") {
+    return json({
+      lastEventId,
+      ticks: recentTicks,
+      chat: recentChat,
+      stats: channel.stats(),
+    });
+  }
+  if (request.method === "GET") return serveStatic(pathname);
+  return new Response("Method not allowed\n", { status: 405 });
+}
+
+// Ctrl-C or a kill ends the process as it is: the history is already on
+// disk, and browsers keep reconnecting until the server is back.
+Deno.serve({
+  hostname: "127.0.0.1",
+  port,
+  onListen: ({ port }) => {
+    console.log(`ssekit demo: http://localhost:${port}/`);
+    console.log(`history: ${store.path}`);
+  },
+}, handler);
