@@ -1,0 +1,567 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  type ChannelMember,
+  EventChannel,
+  type HistoryEntry,
+  type HistoryStore,
+  MemoryHistoryStore,
+} from "./channel.ts";
+
+const decoder = new TextDecoder();
+
+interface Parsed {
+  id?: string;
+  event?: string;
+  data?: string;
+}
+
+/** Splits event-stream text as the channel writes it (LF line ends only). */
+function parse(text: string): Parsed[] {
+  const events: Parsed[] = [];
+  for (const block of text.split("\n\n")) {
+    if (block === "") continue;
+    const event: Parsed = {};
+    for (const line of block.split("\n")) {
+      const colon = line.indexOf(":");
+      const field = line.slice(0, colon);
+      let value = line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "id" || field === "event" || field === "data") {
+        event[field] = value;
+      }
+    }
+    events.push(event);
+  }
+  return events;
+}
+
+/**
+ * An in-process member. With `stalled`, writes stay buffered (and their
+ * promises pending) until `take()`, like a client that stopped reading.
+ */
+class FakeMember extends EventTarget implements ChannelMember {
+  lastEventId: string;
+  closed = false;
+  highWaterMark?: number;
+  stalled: boolean;
+  chunks: Uint8Array[] = [];
+  #buffered: { bytes: Uint8Array; resolve: () => void }[] = [];
+  #bufferedAmount = 0;
+
+  constructor(
+    options: {
+      lastEventId?: string;
+      highWaterMark?: number;
+      stalled?: boolean;
+    } = {},
+  ) {
+    super();
+    this.lastEventId = options.lastEventId ?? "";
+    if (options.highWaterMark !== undefined) {
+      this.highWaterMark = options.highWaterMark;
+    }
+    this.stalled = options.stalled ?? false;
+  }
+
+  get bufferedAmount(): number {
+    return this.#bufferedAmount;
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new TypeError("closed"));
+    if (!this.stalled) {
+      this.chunks.push(bytes);
+      return Promise.resolve();
+    }
+    this.#bufferedAmount += bytes.byteLength;
+    return new Promise((resolve) => this.#buffered.push({ bytes, resolve }));
+  }
+
+  /** The client reads everything buffered. */
+  take(): void {
+    const buffered = this.#buffered;
+    this.#buffered = [];
+    this.#bufferedAmount = 0;
+    for (const { bytes, resolve } of buffered) {
+      this.chunks.push(bytes);
+      resolve();
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#buffered = [];
+    this.#bufferedAmount = 0;
+    this.dispatchEvent(new Event("close"));
+  }
+
+  text(): string {
+    return this.chunks.map((c) => decoder.decode(c)).join("");
+  }
+
+  events(): Parsed[] {
+    return parse(this.text());
+  }
+}
+
+/** Lets the channel's microtask flush (and any drain callbacks) run. */
+async function tick(): Promise<void> {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+}
+
+function datas(events: Parsed[]): (string | undefined)[] {
+  return events.map((e) => e.data);
+}
+
+function range(from: number, to: number): string[] {
+  const out: string[] = [];
+  for (let i = from; i <= to; i++) out.push(String(i));
+  return out;
+}
+
+describe("EventChannel: publish", () => {
+  test("encodes once and hands the same bytes to every member", async () => {
+    const channel = new EventChannel({ idPrefix: "p-" });
+    const members = [new FakeMember(), new FakeMember(), new FakeMember()];
+    for (const m of members) channel.join(m);
+    assert.equal(channel.publish({ event: "price", data: "42" }), "p-1");
+    await tick();
+    const [first] = members[0]!.chunks;
+    assert.deepEqual(parse(decoder.decode(first)), [
+      { event: "price", id: "p-1", data: "42" },
+    ]);
+    for (const m of members) {
+      assert.equal(m.chunks.length, 1);
+      assert.equal(m.chunks[0], first, "the very same Uint8Array");
+    }
+  });
+
+  test("events published in one tick reach each member as one chunk, in order", async () => {
+    const channel = new EventChannel({ idPrefix: "p-" });
+    const member = new FakeMember();
+    channel.join(member);
+    for (let i = 1; i <= 100; i++) channel.publish({ data: String(i) });
+    await tick();
+    assert.equal(member.chunks.length, 1);
+    const events = member.events();
+    assert.deepEqual(datas(events), range(1, 100));
+    assert.deepEqual(
+      events.map((e) => e.id),
+      range(1, 100).map((n) => `p-${n}`),
+    );
+  });
+
+  test("a message with its own id is refused", () => {
+    const channel = new EventChannel();
+    assert.throws(
+      () => channel.publish({ id: "7", data: "x" }),
+      (e: unknown) =>
+        e instanceof TypeError && /the channel assigns ids/.test(e.message),
+    );
+    assert.equal(channel.stats().eventsPublished, 0);
+  });
+
+  test("bad options say what was expected", () => {
+    assert.throws(
+      // @ts-expect-error: not a policy
+      () => new EventChannel({ overflow: "block" }),
+      /expected "close" or "drop-oldest"/,
+    );
+    assert.throws(
+      () => new EventChannel({ highWaterMark: -1 }),
+      /expected a number of bytes >= 0/,
+    );
+    assert.throws(
+      () => new EventChannel({ idPrefix: "a\nb" }),
+      /contains CR, LF or NUL/,
+    );
+    assert.throws(
+      () => new MemoryHistoryStore({ maxCount: 1.5 }),
+      /expected an integer >= 0/,
+    );
+    assert.throws(
+      () => new MemoryHistoryStore({ maxAge: -1 }),
+      /expected a number of milliseconds >= 0/,
+    );
+  });
+
+  test("a member gets only events published after it joined", async () => {
+    const channel = new EventChannel();
+    const early = new FakeMember();
+    channel.join(early);
+    channel.publish({ data: "1" });
+    const late = new FakeMember();
+    channel.join(late); // same tick: "1" is not yet flushed
+    channel.publish({ data: "2" });
+    await tick();
+    assert.deepEqual(datas(early.events()), ["1", "2"]);
+    assert.deepEqual(datas(late.events()), ["2"]);
+  });
+
+  test("topics: members with topics get theirs and untopical events", async () => {
+    const channel = new EventChannel();
+    const all = new FakeMember();
+    const news = new FakeMember();
+    const sport = new FakeMember();
+    channel.join(all);
+    channel.join(news, { topics: ["news"] });
+    channel.join(sport, { topics: ["sport"] });
+    channel.publish({ data: "n1" }, { topic: "news" });
+    channel.publish({ data: "s1" }, { topic: "sport" });
+    channel.publish({ data: "everyone" });
+    channel.publish({ data: "n2" }, { topic: "news" });
+    await tick();
+    assert.deepEqual(datas(all.events()), ["n1", "s1", "everyone", "n2"]);
+    assert.deepEqual(datas(news.events()), ["n1", "everyone", "n2"]);
+    assert.deepEqual(datas(sport.events()), ["s1", "everyone"]);
+    // Resuming respects topics too.
+    const again = new FakeMember({ lastEventId: all.events()[0]!.id! });
+    channel.join(again, { topics: ["news"] });
+    assert.deepEqual(datas(again.events()), ["everyone", "n2"]);
+  });
+
+  test("members leave on close and by leave()", async () => {
+    const channel = new EventChannel();
+    const a = new FakeMember();
+    const b = new FakeMember();
+    channel.join(a);
+    channel.join(b);
+    channel.join(b); // joining twice is a no-op
+    assert.equal(channel.size, 2);
+    a.close();
+    assert.equal(channel.size, 1);
+    assert.equal(channel.leave(b), true);
+    assert.equal(channel.leave(b), false);
+    assert.equal(b.closed, false, "leave() does not close");
+    channel.publish({ data: "x" });
+    await tick();
+    assert.equal(a.chunks.length + b.chunks.length, 0);
+    const closed = new FakeMember();
+    closed.close();
+    channel.join(closed);
+    assert.equal(channel.size, 0);
+  });
+
+  test("1000 in-process members receive 10 000 events in order", async () => {
+    const channel = new EventChannel({
+      history: new MemoryHistoryStore({ maxCount: 100 }),
+    });
+    const members: FakeMember[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const member = new FakeMember();
+      members.push(member);
+      channel.join(member);
+    }
+    // 100 ticks of 100 events each: 100 chunks per member.
+    for (let t = 0; t < 100; t++) {
+      for (let i = 1; i <= 100; i++) {
+        channel.publish({ data: String(t * 100 + i) });
+      }
+      await tick();
+    }
+    // One member is checked event by event; the rest must have exactly the
+    // same chunks (the same objects), which implies the same order.
+    const reference = members[0]!;
+    assert.deepEqual(datas(reference.events()), range(1, 10_000));
+    for (const member of members) {
+      assert.equal(member.chunks.length, reference.chunks.length);
+      for (let c = 0; c < reference.chunks.length; c++) {
+        if (member.chunks[c] !== reference.chunks[c]) {
+          assert.fail(`member got a different chunk ${c}`);
+        }
+      }
+    }
+    const stats = channel.stats();
+    assert.equal(stats.members, 1000);
+    assert.equal(stats.eventsPublished, 10_000);
+  });
+});
+
+describe("EventChannel: resume", () => {
+  test("a member that reconnects with its Last-Event-ID gets exactly the missed events, then live ones", async () => {
+    const channel = new EventChannel();
+    const first = new FakeMember();
+    channel.join(first);
+    for (let i = 1; i <= 5; i++) channel.publish({ data: String(i) });
+    await tick();
+    const seen = first.events();
+    first.close();
+    for (let i = 6; i <= 10; i++) channel.publish({ data: String(i) });
+    await tick();
+    const again = new FakeMember({ lastEventId: seen.at(-1)!.id! });
+    channel.join(again);
+    channel.publish({ data: "11" });
+    await tick();
+    assert.deepEqual(datas(again.events()), range(6, 11));
+  });
+
+  test("events published in the tick of the join are neither lost nor duplicated", async () => {
+    const channel = new EventChannel();
+    const a = channel.publish({ data: "1" });
+    channel.publish({ data: "2" });
+    const member = new FakeMember({ lastEventId: a });
+    channel.join(member); // "2" is in history but not yet flushed
+    channel.publish({ data: "3" });
+    await tick();
+    assert.deepEqual(datas(member.events()), ["2", "3"]);
+  });
+
+  test("with an asynchronous store, events published during the replay follow it", async () => {
+    const memory = new MemoryHistoryStore();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slow: HistoryStore = {
+      append: (entry: HistoryEntry) => memory.append(entry),
+      // Answers late, and by then also holds events appended after the call.
+      readAfter: async (id: string) => {
+        await gate;
+        return memory.readAfter(id);
+      },
+      bounds: () => memory.bounds(),
+    };
+    const channel = new EventChannel({ history: slow });
+    const a = channel.publish({ data: "1" });
+    channel.publish({ data: "2" });
+    await tick();
+    const member = new FakeMember({ lastEventId: a });
+    channel.join(member);
+    channel.publish({ data: "3" });
+    await tick();
+    assert.equal(member.chunks.length, 0, "nothing before the replay");
+    channel.publish({ data: "4" });
+    release();
+    await tick();
+    channel.publish({ data: "5" });
+    await tick();
+    assert.deepEqual(datas(member.events()), ["2", "3", "4", "5"]);
+  });
+
+  test("an id the history no longer holds gets a reset event carrying the newest id", () => {
+    const channel = new EventChannel({
+      history: new MemoryHistoryStore({ maxCount: 3 }),
+    });
+    const ids = range(1, 10).map((n) => channel.publish({ data: n }));
+    // 8, 9 and 10 are held, so a client that saw 6 missed 7.
+    const evicted = new FakeMember({ lastEventId: ids[5]! });
+    channel.join(evicted);
+    assert.deepEqual(evicted.events(), [
+      { event: "reset", data: "", id: ids[9] },
+    ]);
+    // The newest evicted id is still a complete resume point.
+    const boundary = new FakeMember({ lastEventId: ids[6]! });
+    channel.join(boundary);
+    assert.deepEqual(datas(boundary.events()), ["8", "9", "10"]);
+    const upToDate = new FakeMember({ lastEventId: ids[9]! });
+    channel.join(upToDate);
+    assert.equal(upToDate.chunks.length, 0);
+  });
+
+  test("an id from another server process gets a reset event", () => {
+    const channel = new EventChannel();
+    channel.publish({ data: "x" });
+    const member = new FakeMember({ lastEventId: "previous-process-17" });
+    channel.join(member);
+    assert.deepEqual(member.events(), [
+      { event: "reset", data: "", id: channel.lastEventId },
+    ]);
+  });
+
+  test("the reset event is configurable and can be turned off", () => {
+    const custom = new EventChannel({
+      reset: { event: "resync", data: "all" },
+    });
+    const a = new FakeMember({ lastEventId: "nope" });
+    custom.join(a);
+    assert.deepEqual(a.events(), [{ event: "resync", data: "all", id: "" }]);
+    const off = new EventChannel({ reset: null });
+    const b = new FakeMember({ lastEventId: "nope" });
+    off.join(b);
+    assert.equal(b.chunks.length, 0);
+  });
+});
+
+describe("EventChannel: slow members", () => {
+  test('"close": a stalled member is closed while the others get everything', async () => {
+    const channel = new EventChannel({ highWaterMark: 1000 });
+    const stalled = new FakeMember({ stalled: true });
+    const others = [new FakeMember(), new FakeMember()];
+    channel.join(stalled);
+    for (const m of others) channel.join(m);
+    for (let t = 0; t < 20; t++) {
+      for (let i = 1; i <= 10; i++) channel.publish({ data: "x".repeat(20) });
+      await tick();
+    }
+    assert.equal(stalled.closed, true);
+    for (const m of others) assert.equal(m.events().length, 200);
+    const stats = channel.stats();
+    assert.equal(stats.members, 2);
+    assert.equal(stats.membersDropped, 1);
+  });
+
+  test('"drop-oldest": a stalled member loses its oldest events and is told how many', async () => {
+    const channel = new EventChannel({
+      overflow: "drop-oldest",
+      highWaterMark: 200,
+    });
+    const stalled = new FakeMember({ stalled: true });
+    const other = new FakeMember();
+    channel.join(stalled);
+    channel.join(other);
+    for (let i = 1; i <= 100; i++) {
+      channel.publish({ data: String(i) });
+      await tick();
+    }
+    assert.equal(stalled.closed, false);
+    assert.equal(other.events().length, 100, "the others get everything");
+    // At most a high-water mark in the endpoint and one in the channel.
+    assert.ok(channel.queuedBytes(stalled)! <= 400);
+    for (let round = 0; round < 100 && stalled.bufferedAmount > 0; round++) {
+      stalled.take();
+      await tick();
+    }
+    const events = stalled.events();
+    const notices = events.filter((e) => e.event === "dropped");
+    assert.equal(notices.length, 1);
+    const at = events.indexOf(notices[0]!);
+    const dropped = Number(notices[0]!.data);
+    assert.ok(dropped > 0);
+    assert.equal(channel.stats().eventsDropped, dropped);
+    // The oldest were dropped: what came before the notice is 1..at, and
+    // what follows it is the newest, up to 100, without a gap.
+    assert.deepEqual(datas(events.slice(0, at)), range(1, at));
+    assert.deepEqual(datas(events.slice(at + 1)), range(at + dropped + 1, 100));
+  });
+
+  test("a member that catches up gets its queued events in order", async () => {
+    const channel = new EventChannel({ idPrefix: "s-" });
+    // Each event is 15 bytes ("id:s-1\ndata:1\n\n"): three fit in the
+    // endpoint's 50, three more in the channel's queue, a seventh is too many.
+    const slow = new FakeMember({ stalled: true, highWaterMark: 50 });
+    channel.join(slow);
+    for (let i = 1; i <= 6; i++) {
+      channel.publish({ data: String(i) });
+      await tick();
+    }
+    assert.equal(slow.closed, false);
+    assert.equal(slow.bufferedAmount, 45);
+    assert.equal(channel.queuedBytes(slow), 90);
+    for (let round = 0; round < 100 && slow.bufferedAmount > 0; round++) {
+      slow.take();
+      await tick();
+    }
+    assert.deepEqual(datas(slow.events()), range(1, 6));
+    assert.equal(channel.queuedBytes(slow), 0);
+    for (let i = 7; i <= 13; i++) channel.publish({ data: String(i) });
+    await tick();
+    assert.equal(slow.closed, false, "one burst is written whole");
+    // 17 bytes each from now on: 14 and 15 fit in the queue, 16 does not.
+    channel.publish({ data: "14" });
+    await tick();
+    channel.publish({ data: "15" });
+    await tick();
+    assert.equal(slow.closed, false);
+    channel.publish({ data: "16" });
+    await tick();
+    assert.equal(slow.closed, true, "then the next is over the mark");
+    assert.equal(channel.stats().membersDropped, 1);
+  });
+});
+
+describe("MemoryHistoryStore", () => {
+  const entry = (id: string): HistoryEntry => ({
+    id,
+    topic: undefined,
+    bytes: new Uint8Array(),
+  });
+
+  test("is bounded by count", () => {
+    const store = new MemoryHistoryStore({ maxCount: 3 });
+    for (const id of ["a", "b", "c", "d", "e"]) store.append(entry(id));
+    assert.deepEqual(store.bounds(), {
+      count: 3,
+      oldestId: "c",
+      newestId: "e",
+    });
+    assert.equal(store.readAfter("a"), null);
+    assert.deepEqual(store.readAfter("b")!.map((e) => e.id), ["c", "d", "e"]);
+    assert.deepEqual(store.readAfter("d")!.map((e) => e.id), ["e"]);
+    assert.deepEqual(store.readAfter("e"), []);
+    assert.equal(store.readAfter("zzz"), null);
+  });
+
+  test("is bounded by age, with an injected clock", () => {
+    let now = 1000;
+    const store = new MemoryHistoryStore({ maxAge: 100, now: () => now });
+    store.append(entry("a"));
+    now = 1050;
+    store.append(entry("b"));
+    now = 1100; // "a" is exactly 100 old: still held
+    assert.deepEqual(store.bounds(), {
+      count: 2,
+      oldestId: "a",
+      newestId: "b",
+    });
+    now = 1101;
+    assert.deepEqual(store.bounds(), {
+      count: 1,
+      oldestId: "b",
+      newestId: "b",
+    });
+    assert.deepEqual(store.readAfter("a")!.map((e) => e.id), ["b"]);
+    now = 2000;
+    assert.deepEqual(store.readAfter("b"), []);
+    assert.equal(store.readAfter("a"), null);
+    store.append(entry("c"));
+    assert.deepEqual(store.bounds(), {
+      count: 1,
+      oldestId: "c",
+      newestId: "c",
+    });
+  });
+
+  test("maxCount 0 keeps nothing but knows the newest id", () => {
+    const store = new MemoryHistoryStore({ maxCount: 0 });
+    store.append(entry("a"));
+    store.append(entry("b"));
+    assert.deepEqual(store.readAfter("b"), []);
+    assert.equal(store.readAfter("a"), null);
+    assert.equal(store.bounds().count, 0);
+  });
+
+  test("the ring buffer wraps many times", () => {
+    const store = new MemoryHistoryStore({ maxCount: 7 });
+    for (let i = 0; i < 1000; i++) store.append(entry(String(i)));
+    assert.deepEqual(
+      store.readAfter("992")!.map((e) => e.id),
+      range(993, 999),
+    );
+  });
+
+  test("a channel's history obeys both bounds", () => {
+    let now = 0;
+    const channel = new EventChannel({
+      history: new MemoryHistoryStore({
+        maxCount: 5,
+        maxAge: 10,
+        now: () => now,
+      }),
+    });
+    const ids: string[] = [];
+    for (let i = 1; i <= 8; i++) {
+      now = i;
+      ids.push(channel.publish({ data: String(i) }));
+    }
+    const byCount = new FakeMember({ lastEventId: ids[2]! });
+    channel.join(byCount);
+    assert.deepEqual(datas(byCount.events()), range(4, 8));
+    now = 15; // events 1..4 are older than 10
+    const byAge = new FakeMember({ lastEventId: ids[3]! });
+    channel.join(byAge);
+    assert.deepEqual(datas(byAge.events()), range(5, 8));
+    const tooOld = new FakeMember({ lastEventId: ids[2]! });
+    channel.join(tooOld);
+    assert.equal(tooOld.events()[0]!.event, "reset");
+  });
+});
