@@ -632,10 +632,12 @@ export class EventConsumer extends EventTarget {
   /**
    * Stops reading and cancels the response body. Dispatches `close` with
    * `wasClean: true` unless the stream was already closed. Running
-   * `for await` loops end normally.
+   * `for await` loops end normally, without the events they had not taken
+   * yet.
    */
   close(): void {
     if (this.#closed) return;
+    for (const queue of this.#queues) queue.events.length = 0;
     this.#finish(undefined, "EventConsumer.close() was called");
     this.#reader.cancel().catch(() => {});
   }
@@ -807,6 +809,8 @@ export class EventConsumer extends EventTarget {
           return;
         }
         parser.push(value);
+        // An id-only block commits an id without dispatching.
+        this.#lastEventId = parser.lastEventId;
         while (this.#mustPause()) {
           await new Promise<void>((resolve) => (this.#resumeReading = resolve));
         }
