@@ -9,7 +9,7 @@
  *
  * @example Encode a message
  * ```ts
- * import { encodeServerSentEvent } from "./sse.ts";
+ * import { encodeServerSentEvent } from "@ssekit/sse/server";
  * import assert from "node:assert/strict";
  *
  * assert.equal(
@@ -148,7 +148,7 @@ function validateRetry(value: unknown, field = "retry"): number {
  *
  * @example Usage
  * ```ts
- * import { encodeServerSentEvent } from "./sse.ts";
+ * import { encodeServerSentEvent } from "@ssekit/sse/server";
  * import assert from "node:assert/strict";
  *
  * assert.equal(
@@ -212,7 +212,7 @@ const utf8 = new TextEncoder();
  *
  * @example Usage
  * ```ts
- * import { ServerSentEventStream } from "./sse.ts";
+ * import { ServerSentEventStream } from "@ssekit/sse/server";
  * import assert from "node:assert/strict";
  *
  * const body = ReadableStream.from([{ data: "hello" }, { event: "end", data: "" }])
@@ -455,8 +455,10 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * {@linkcode EventEndpointOptions.highWaterMark} and
  * {@linkcode OverflowPolicy} bound it.
  *
- * **Disconnects.** `request.signal`, a cancelled body stream, or the node
- * response's `close` before `finish` mark the endpoint closed: the heartbeat
+ * **Disconnects.** A cancelled body stream (Deno.serve and Bun.serve cancel
+ * it when the client goes away), an aborted `request.signal` (not read on
+ * Deno, where Deno.serve prints a warning when it is read), or the node
+ * response's `close` or `finish` before `end()` mark the endpoint closed: the heartbeat
  * stops, pending and later writes reject with a `DOMException`
  * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
  * fires once. `close()` flushes what is queued, ends the stream and fires
@@ -481,7 +483,7 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  *
  * @example Web (Deno.serve, Bun.serve, Hono)
  * ```ts
- * import { EventEndpoint } from "./sse.ts";
+ * import { EventEndpoint } from "@ssekit/sse/server";
  * import assert from "node:assert/strict";
  *
  * function handler(request: Request): Response {
@@ -498,7 +500,7 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  *
  * @example node:http
  * ```ts
- * import { EventEndpoint } from "./sse.ts";
+ * import { EventEndpoint } from "@ssekit/sse/server";
  * import { createServer } from "node:http";
  *
  * const server = createServer((req, res) => {
@@ -539,6 +541,7 @@ export class EventEndpoint extends EventTarget {
   // Node: writes accepted by `res.write()` after it asked us to wait.
   #drainPending: Pending[] = [];
   #waitingForDrain = false;
+  #ended = false;
   #nodeListeners: [string, () => void][] = [];
 
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -641,7 +644,16 @@ export class EventEndpoint extends EventTarget {
       this.#response = null;
       this.#nodeResponse = res;
       this.#listen(res, "drain", () => this.#onDrain());
-      this.#listen(res, "finish", () => this.#finish(true));
+      // node:http2's compatibility API emits `finish` when the client resets
+      // the stream too, so only a `finish` after our `end()` is clean.
+      this.#listen(
+        res,
+        "finish",
+        () =>
+          this.#ended
+            ? this.#finish(true)
+            : this.#fail("the client disconnected"),
+      );
       this.#listen(
         res,
         "close",
@@ -660,10 +672,14 @@ export class EventEndpoint extends EventTarget {
           this.#controller = controller;
         },
         pull: () => this.#pull(),
-        cancel: () => this.#fail("the client disconnected"),
+        // The runtime cancels the body when the client goes away.
+        cancel: () => this.#fail("the client disconnected", false),
       }, { highWaterMark: 0 });
       this.#response = new Response(body, { status: 200, headers });
-      const signal = web.signal;
+      // Deno.serve prints a warning when `request.signal` is read (it aborts
+      // after successful responses too), and cancels the body on disconnect
+      // anyway, so the signal is only watched elsewhere.
+      const signal = "Deno" in globalThis ? undefined : web.signal;
       if (signal) {
         this.#abortSignal = signal;
         this.#onAbort = () => this.#fail("the client disconnected");
@@ -838,8 +854,11 @@ export class EventEndpoint extends EventTarget {
         return Promise.reject(closedError(reason));
       }
     }
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#partsPending.push({ resolve, reject });
+    let pending!: Pending;
+    const promise = new Promise<void>((resolve, reject) => {
+      pending = { resolve, reject };
+    });
+    this.#partsPending.push(pending);
     this.#write(chunk, size);
     return promise;
   }
@@ -898,8 +917,9 @@ export class EventEndpoint extends EventTarget {
 
   #pull(): Promise<void> {
     if (this.#timer === undefined && !this.#closed) this.#startHeartbeat();
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#pullWaiting = resolve;
+    const promise = new Promise<void>((resolve) => {
+      this.#pullWaiting = resolve;
+    });
     // Data already waiting goes now; new writes wait for the microtask so
     // that writes of the same tick share a chunk.
     if (!this.#flushScheduled) this.#deliverWeb();
@@ -925,6 +945,7 @@ export class EventEndpoint extends EventTarget {
       }
     }
     if (this.#closed && this.#parts.length === 0 && !this.#waitingForDrain) {
+      this.#ended = true;
       res.end();
     }
   }
@@ -989,8 +1010,11 @@ export class EventEndpoint extends EventTarget {
     this.#timer = undefined;
   }
 
-  /** The stream ended abnormally: reject everything, tear down, fire close. */
-  #fail(reason: string): void {
+  /**
+   * The stream ended abnormally: reject everything, tear down (erroring the
+   * body aborts the web response), fire close.
+   */
+  #fail(reason: string, errorBody = true): void {
     if (this.#finished) return;
     this.#closed = true;
     this.#closeReason = reason;
@@ -1003,10 +1027,12 @@ export class EventEndpoint extends EventTarget {
     for (const p of pending) p.reject(error);
     const wake = this.#pullWaiting;
     this.#pullWaiting = null;
-    try {
-      this.#controller?.error(error);
-    } catch {
-      // Already cancelled by the runtime.
+    if (errorBody) {
+      try {
+        this.#controller?.error(error);
+      } catch {
+        // Already cancelled by the runtime.
+      }
     }
     wake?.();
     try {

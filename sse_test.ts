@@ -1,0 +1,1008 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import process from "node:process";
+import fc from "fast-check";
+import {
+  encodeServerSentEvent,
+  EventEndpoint,
+  type EventEndpointOptions,
+  type ServerSentEventMessage,
+  ServerSentEventStream,
+} from "./sse.ts";
+import {
+  EventConsumer,
+  type ServerSentEvent,
+  ServerSentEventParser,
+} from "./client.ts";
+import {
+  type NodeHandler,
+  runtime,
+  serverKinds,
+  type TestServer,
+  waitFor,
+  type WebHandler,
+} from "./_server_test_utils.ts";
+
+const utf8 = new TextEncoder();
+const MiB = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Encoder: exact bytes
+// ---------------------------------------------------------------------------
+
+describe("encodeServerSentEvent", () => {
+  const cases: [ServerSentEventMessage, string][] = [
+    [{}, ""],
+    [{ data: "hello" }, "data:hello\n\n"],
+    [{ data: "" }, "data:\n\n"],
+    [{ data: " x" }, "data:  x\n\n"],
+    [{ data: "  x " }, "data:   x \n\n"],
+    [{ data: "a:b: c" }, "data:a:b: c\n\n"],
+    [{ data: "a\nb" }, "data:a\ndata:b\n\n"],
+    [{ data: "a\rb" }, "data:a\ndata:b\n\n"],
+    [{ data: "a\r\nb" }, "data:a\ndata:b\n\n"],
+    [{ data: "a\n\rb" }, "data:a\ndata:\ndata:b\n\n"],
+    [{ data: "a\r\r\nb" }, "data:a\ndata:\ndata:b\n\n"],
+    [{ data: "\n" }, "data:\ndata:\n\n"],
+    [{ data: "x\n" }, "data:x\ndata:\n\n"],
+    [{ data: "\n x" }, "data:\ndata:  x\n\n"],
+    [{ data: "é😀\uFEFF" }, "data:é😀\uFEFF\n\n"],
+    [{ event: "update", data: "1" }, "event:update\ndata:1\n\n"],
+    [{ event: " spaced" }, "event:  spaced\n\n"],
+    [{ event: "" }, "event:\n\n"],
+    [{ id: "" }, "id:\n\n"],
+    [{ id: "42" }, "id:42\n\n"],
+    [{ id: " 1" }, "id:  1\n\n"],
+    [{ retry: 0 }, "retry:0\n"],
+    [{ retry: 2 ** 31 - 1 }, "retry:2147483647\n"],
+    [{ retry: 1e3 }, "retry:1000\n"],
+    [{ comment: "" }, ":\n"],
+    [{ comment: " keep-alive" }, ": keep-alive\n"],
+    [{ comment: "a\r\nb\rc\nd" }, ":a\n:b\n:c\n:d\n"],
+    [{ comment: "x\n" }, ":x\n:\n"],
+    [
+      { comment: "c", event: "e", id: "i", retry: 5, data: "d" },
+      ":c\nevent:e\nid:i\nretry:5\ndata:d\n\n",
+    ],
+    [
+      { data: "d", retry: 5, id: "i", event: "e", comment: "c" },
+      ":c\nevent:e\nid:i\nretry:5\ndata:d\n\n",
+    ],
+    [{ comment: "c", retry: 7 }, ":c\nretry:7\n"],
+    [
+      {
+        data: undefined,
+        event: undefined,
+      } as unknown as ServerSentEventMessage,
+      "",
+    ],
+  ];
+  for (const [message, expected] of cases) {
+    test(`${JSON.stringify(message)} → ${JSON.stringify(expected)}`, () => {
+      assert.equal(encodeServerSentEvent(message), expected);
+    });
+  }
+
+  const errors: [string, unknown, string, RegExp][] = [
+    ["LF in event", { event: "a\nb" }, "TypeError", /event .*CR or LF/],
+    ["CR in event", { event: "a\rb" }, "TypeError", /event .*CR or LF/],
+    ["CRLF in id", { id: "a\r\nb" }, "TypeError", /id .*CR or LF/],
+    ["LF in id", { id: "\n" }, "TypeError", /id .*CR or LF/],
+    ["NUL in id", { id: "a\0b" }, "TypeError", /id .*NUL/],
+    ["negative retry", { retry: -1 }, "RangeError", /retry -1.*integer/],
+    ["fractional retry", { retry: 1.5 }, "RangeError", /retry 1\.5/],
+    ["retry 2^31", { retry: 2 ** 31 }, "RangeError", /retry 2147483648/],
+    ["NaN retry", { retry: NaN }, "RangeError", /retry NaN/],
+    ["Infinity retry", { retry: Infinity }, "RangeError", /retry Infinity/],
+    ["string retry", { retry: "1000" }, "TypeError", /retry.*got "1000"/],
+    ["number data", { data: 5 }, "TypeError", /data: expected a string/],
+    ["null comment", { comment: null }, "TypeError", /comment: expected/],
+    ["number event", { event: 1 }, "TypeError", /event: expected a string/],
+    ["object id", { id: {} }, "TypeError", /id: expected a string/],
+    ["null message", null, "TypeError", /message: expected an object/],
+    ["string message", "data", "TypeError", /message: expected an object/],
+  ];
+  for (const [name, message, type, pattern] of errors) {
+    test(`rejects ${name} with a ${type} that names the field`, () => {
+      assert.throws(
+        () => encodeServerSentEvent(message as ServerSentEventMessage),
+        (error: Error) => {
+          assert.equal(error.name, type);
+          assert.match(error.message, pattern);
+          return true;
+        },
+      );
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Encoder → parser round trip
+// ---------------------------------------------------------------------------
+
+/** Hostile pieces: line ends, NUL, BOM, colons, spaces, surrogates. */
+const hostileUnit = fc.oneof(
+  fc.constantFrom(
+    "\r",
+    "\n",
+    "\r\n",
+    "\n\r",
+    "\0",
+    "\uFEFF",
+    ":",
+    " ",
+    "  ",
+    "data:",
+    "id:",
+    "event:",
+    "retry:",
+    "\uD800",
+    "\uDFFF",
+    "😀",
+    "é",
+    "\u2028",
+    "\u0085",
+  ),
+  fc.string({ unit: "binary", minLength: 1, maxLength: 1 }),
+  fc.string({ unit: "grapheme-ascii", minLength: 1, maxLength: 3 }),
+);
+const hostile = fc.string({ unit: hostileUnit, maxLength: 12 });
+const singleLine = hostile.map((s) => s.replace(/[\r\n]/g, "_"));
+const message: fc.Arbitrary<ServerSentEventMessage> = fc.record({
+  comment: hostile,
+  event: singleLine,
+  id: singleLine.map((s) => s.replaceAll("\0", "_")),
+  retry: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+  data: hostile,
+}, { requiredKeys: [] });
+
+interface Parsed {
+  events: ServerSentEvent[];
+  retries: number[];
+  comments: string[];
+  lastEventId: string;
+}
+
+/** Parses bytes with the project's parser, fed in the given pieces. */
+function parse(bytes: Uint8Array, cuts: number[] = []): Parsed {
+  const parsed: Parsed = {
+    events: [],
+    retries: [],
+    comments: [],
+    lastEventId: "",
+  };
+  const parser = new ServerSentEventParser({
+    onEvent: (event) => parsed.events.push({ ...event }),
+    onRetry: (ms) => parsed.retries.push(ms),
+    onComment: (text) => parsed.comments.push(text),
+  });
+  let start = 0;
+  for (const cut of [...cuts].sort((a, b) => a - b)) {
+    const end = Math.min(cut, bytes.length);
+    if (end > start) parser.push(bytes.subarray(start, end));
+    start = Math.max(start, end);
+  }
+  parser.push(bytes.subarray(start));
+  parser.end();
+  parsed.lastEventId = parser.lastEventId;
+  return parsed;
+}
+
+/** What a spec-conforming client must see for a sequence of messages. */
+function expected(messages: ServerSentEventMessage[]): Parsed {
+  const wf = (s: string) => s.toWellFormed();
+  const out: Parsed = {
+    events: [],
+    retries: [],
+    comments: [],
+    lastEventId: "",
+  };
+  for (const m of messages) {
+    if (m.comment !== undefined) {
+      out.comments.push(...wf(m.comment).split(/\r\n|\r|\n/));
+    }
+    if (m.retry !== undefined) out.retries.push(m.retry);
+    if (m.id !== undefined) out.lastEventId = wf(m.id);
+    if (m.data !== undefined) {
+      out.events.push({
+        type: wf(m.event ?? "") || "message",
+        // Line ends in data arrive as LF, whatever they were.
+        data: wf(m.data).replace(/\r\n|\r/g, "\n"),
+        lastEventId: out.lastEventId,
+      });
+    }
+  }
+  return out;
+}
+
+describe("encoder → parser round trip", () => {
+  test("any sequence of hostile messages parses back to exactly what was encoded", () => {
+    fc.assert(
+      fc.property(
+        fc.array(message, { maxLength: 6 }),
+        fc.array(fc.nat(400), { maxLength: 8 }),
+        (messages, cuts) => {
+          const text = messages.map(encodeServerSentEvent).join("");
+          const parsed = parse(utf8.encode(text), cuts);
+          const want = expected(messages);
+          // The parser drops one space after the colon of a comment too.
+          want.comments = want.comments.map((c) =>
+            c.startsWith(" ") ? c.slice(1) : c
+          );
+          assert.deepEqual(parsed, want);
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("event and id are rejected exactly when they could inject", () => {
+    fc.assert(
+      fc.property(hostile, (value) => {
+        const breaks = /[\r\n]/.test(value);
+        assert.equal(
+          throwsTypeError(() => encodeServerSentEvent({ event: value })),
+          breaks,
+        );
+        assert.equal(
+          throwsTypeError(() => encodeServerSentEvent({ id: value })),
+          breaks || value.includes("\0"),
+        );
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("every line of the output is a field line, a comment or the final blank line", () => {
+    fc.assert(
+      fc.property(message, (m) => {
+        const text = encodeServerSentEvent(m);
+        if (text === "") return;
+        assert.ok(text.endsWith("\n"));
+        assert.ok(!text.includes("\r"));
+        const lines = text.slice(0, -1).split("\n");
+        const dispatches = m.data !== undefined || m.event !== undefined ||
+          m.id !== undefined;
+        if (dispatches) assert.equal(lines.pop(), "");
+        for (const line of lines) {
+          assert.match(line, /^(?::|(?:event|id|retry|data):)/);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+function throwsTypeError(fn: () => unknown): boolean {
+  try {
+    fn();
+    return false;
+  } catch (error) {
+    assert.ok(error instanceof TypeError, String(error));
+    return true;
+  }
+}
+
+describe("ServerSentEventStream", () => {
+  test("encodes each message to UTF-8 bytes", async () => {
+    const messages: ServerSentEventMessage[] = [
+      { retry: 100 },
+      { id: "1", data: "é\r\nx" },
+      {},
+      { event: "end", data: "" },
+    ];
+    const body = ReadableStream.from(messages).pipeThrough(
+      new ServerSentEventStream(),
+    );
+    const chunks = await Array.fromAsync(body);
+    assert.ok(chunks.every((c) => c instanceof Uint8Array && c.length > 0));
+    assert.equal(chunks.length, 3);
+    assert.equal(
+      await new Response(ReadableStream.from(chunks)).text(),
+      "retry:100\nid:1\ndata:é\ndata:x\n\nevent:end\ndata:\n\n",
+    );
+  });
+
+  test("errors the stream on an invalid message", async () => {
+    const body = ReadableStream.from<ServerSentEventMessage>([
+      { data: "ok" },
+      { id: "x\ny", data: "injected" },
+    ]).pipeThrough(new ServerSentEventStream());
+    await assert.rejects(Array.fromAsync(body), TypeError);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// EventEndpoint without a server (web Request/Response in memory)
+// ---------------------------------------------------------------------------
+
+const decoder = new TextDecoder();
+const nextTick = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function endpoint(
+  options: EventEndpointOptions = {},
+  init: RequestInit = {},
+): EventEndpoint {
+  return new EventEndpoint(new Request("http://127.0.0.1/events", init), {
+    heartbeat: 0,
+    ...options,
+  });
+}
+
+async function readText(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<string | null> {
+  const { done, value } = await reader.read();
+  return done ? null : decoder.decode(value);
+}
+
+function onClose(target: EventEndpoint): Promise<CloseEvent> {
+  return new Promise((resolve) =>
+    target.addEventListener("close", (e) => resolve(e as CloseEvent), {
+      once: true,
+    })
+  );
+}
+
+describe("EventEndpoint (in memory)", () => {
+  test("responds 200 with the event-stream headers and no hop-by-hop header", () => {
+    const e = endpoint({ headers: { "Access-Control-Allow-Origin": "*" } });
+    const r = e.response!;
+    assert.equal(r.status, 200);
+    assert.equal(
+      r.headers.get("content-type"),
+      "text/event-stream; charset=utf-8",
+    );
+    assert.equal(r.headers.get("cache-control"), "no-cache, no-transform");
+    assert.equal(r.headers.get("x-accel-buffering"), "no");
+    assert.equal(r.headers.get("access-control-allow-origin"), "*");
+    assert.equal(r.headers.get("connection"), null);
+    assert.equal(r.headers.get("transfer-encoding"), null);
+    e.close();
+    return r.body!.cancel();
+  });
+
+  test("sends reconnectionTime once at the start, then events, then ends", async () => {
+    const e = endpoint({ reconnectionTime: 3000 });
+    e.send("a");
+    e.sendEvent("tick", "b\nc", "7");
+    e.close();
+    e.send("late").catch(() => {});
+    assert.equal(
+      await e.response!.text(),
+      "retry:3000\ndata:a\n\nevent:tick\nid:7\ndata:b\ndata:c\n\n",
+    );
+  });
+
+  test("coalesces the writes of one tick into one chunk", async () => {
+    const e = endpoint();
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\n");
+    e.send("a");
+    e.sendEvent("x", "b");
+    e.write(utf8.encode("data:c\n\n"));
+    e.write("data:é\n\n");
+    assert.equal(
+      await readText(reader),
+      "data:a\n\nevent:x\ndata:b\n\ndata:c\n\ndata:é\n\n",
+    );
+    e.send("next");
+    assert.equal(await readText(reader), "data:next\n\n");
+    await reader.cancel();
+  });
+
+  test("send() resolves only when the body stream has taken the bytes", async () => {
+    const e = endpoint();
+    let taken = false;
+    const sent = e.send("é").then(() => (taken = true));
+    await nextTick();
+    assert.equal(taken, false);
+    // ":\n" plus "data:é\n\n" (é is 2 bytes in UTF-8).
+    assert.equal(e.bufferedAmount, 2 + 9);
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\ndata:é\n\n");
+    await sent;
+    assert.equal(taken, true);
+    assert.equal(e.bufferedAmount, 0);
+    await reader.cancel();
+  });
+
+  test("close() ends the stream cleanly and later writes reject", async () => {
+    const e = endpoint();
+    const closed = onClose(e);
+    e.send("bye");
+    e.close();
+    assert.equal(e.closed, true);
+    await assert.rejects(e.send("x"), {
+      name: "InvalidStateError",
+      message: /closed/,
+    });
+    await assert.rejects(e.write("data:x\n\n"), { name: "InvalidStateError" });
+    assert.equal(await e.response!.text(), ":\ndata:bye\n\n");
+    const event = await closed;
+    assert.equal(event.wasClean, true);
+    e.close(); // idempotent
+  });
+
+  test("dispatchEvent(MessageEvent) sends it; other events dispatch normally", async () => {
+    const e = endpoint();
+    assert.equal(
+      e.dispatchEvent(
+        new MessageEvent("message", { data: "a", lastEventId: "1" }),
+      ),
+      true,
+    );
+    e.dispatchEvent(new MessageEvent("custom", { data: "b" }));
+    e.dispatchEvent(
+      new MessageEvent("custom", { data: "c", lastEventId: "2" }),
+    );
+    assert.throws(
+      () => e.dispatchEvent(new MessageEvent("message", { data: 5 })),
+      { name: "TypeError", message: /MessageEvent data: expected a string/ },
+    );
+    let seen = 0;
+    e.addEventListener("other", () => seen++);
+    e.dispatchEvent(new Event("other"));
+    assert.equal(seen, 1);
+    assert.equal(e.lastEventId, "2");
+    e.close();
+    assert.equal(
+      await e.response!.text(),
+      ":\nid:1\ndata:a\n\nevent:custom\ndata:b\n\nevent:custom\nid:2\ndata:c\n\n",
+    );
+  });
+
+  test("lastEventId comes from Last-Event-ID and follows sent ids", async () => {
+    const e = endpoint({}, { headers: { "Last-Event-ID": "41" } });
+    assert.equal(e.lastEventId, "41");
+    e.send("x", "42");
+    assert.equal(e.lastEventId, "42");
+    e.send("y", "");
+    assert.equal(e.lastEventId, "");
+    await assert.rejects(e.send("z", "bad\nid"), TypeError);
+    assert.equal(e.lastEventId, "");
+    e.close();
+    assert.equal(
+      await e.response!.text(),
+      ":\nid:42\ndata:x\n\nid:\ndata:y\n\n",
+    );
+  });
+
+  test("close(true) marks the last event id; that id gets a 204", async () => {
+    const e = endpoint({}, { headers: { "Last-Event-ID": "6" } });
+    e.send("x", "7");
+    e.close(true);
+    assert.equal(
+      await e.response!.text(),
+      ":\nid:7\ndata:x\n\nid:ssekit:closed:7\n\n",
+    );
+
+    const again = endpoint(
+      { headers: { "Access-Control-Allow-Origin": "*" } },
+      { headers: { "Last-Event-ID": "ssekit:closed:7" } },
+    );
+    assert.equal(again.response!.status, 204);
+    assert.equal(again.response!.body, null);
+    assert.equal(
+      again.response!.headers.get("access-control-allow-origin"),
+      "*",
+    );
+    assert.equal(again.closed, true);
+    assert.equal(again.lastEventId, "7");
+    await assert.rejects(again.send("x"), { name: "InvalidStateError" });
+  });
+
+  test("rejects invalid options with errors that name them", () => {
+    const make = (options: EventEndpointOptions) => () => endpoint(options);
+    assert.throws(make({ reconnectionTime: -1 }), {
+      name: "RangeError",
+      message: /reconnectionTime -1/,
+    });
+    assert.throws(make({ reconnectionTime: 0.5 }), RangeError);
+    assert.throws(make({ heartbeat: -5 }), {
+      name: "RangeError",
+      message: /heartbeat/,
+    });
+    assert.throws(make({ highWaterMark: NaN }), {
+      name: "RangeError",
+      message: /highWaterMark/,
+    });
+    assert.throws(
+      make({ overflow: "block" as "wait" }),
+      {
+        name: "TypeError",
+        message: /overflow "block": expected "wait", "drop" or "close"/,
+      },
+    );
+  });
+
+  test("write() rejects what is not a string or bytes", async () => {
+    const e = endpoint();
+    await assert.rejects(e.write(5 as unknown as string), {
+      name: "TypeError",
+      message: /encoded: expected a string or Uint8Array, got 5/,
+    });
+    e.close();
+    assert.equal(await e.response!.text(), ":\n");
+  });
+
+  test('"drop" discards whole messages past highWaterMark', async () => {
+    const e = endpoint({ highWaterMark: 100, overflow: "drop" });
+    const results: Promise<void>[] = [];
+    for (let i = 0; i < 10; i++) {
+      // 48 bytes each
+      results.push(e.send("x".repeat(40)).catch(() => {}));
+      assert.ok(e.bufferedAmount <= 100, `${e.bufferedAmount} > 100`);
+    }
+    assert.equal(e.droppedCount, 8);
+    e.close();
+    const text = await e.response!.text();
+    assert.equal(text, ":\n" + `data:${"x".repeat(40)}\n\n`.repeat(2));
+    await Promise.all(results);
+  });
+
+  test('"close" closes a slow client and rejects its pending writes', async () => {
+    const e = endpoint({ highWaterMark: 100, overflow: "close" });
+    const closed = onClose(e);
+    const first = e.send("x".repeat(40));
+    const second = e.send("y".repeat(40));
+    await assert.rejects(e.send("z".repeat(40)), {
+      name: "InvalidStateError",
+      message: /too slow/,
+    });
+    await assert.rejects(first, { name: "InvalidStateError" });
+    await assert.rejects(second, { name: "InvalidStateError" });
+    assert.equal((await closed).wasClean, false);
+    assert.equal(e.closed, true);
+    await assert.rejects(e.response!.text());
+  });
+
+  test('"wait" queues past highWaterMark and resolves as the client reads', async () => {
+    const e = endpoint({ highWaterMark: 10 });
+    const sends = [e.send("a".repeat(20)), e.send("b".repeat(20))];
+    assert.equal(e.bufferedAmount, 2 + 2 * 27);
+    e.close();
+    const text = await e.response!.text();
+    assert.equal(text.length, 2 + 2 * 27);
+    await Promise.all(sends);
+  });
+
+  test("a cancelled body is a disconnect: close event, rejections, no heartbeat", async () => {
+    const e = endpoint({ heartbeat: 10 });
+    const closed = onClose(e);
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\n");
+    const pending = e.send("never read");
+    await nextTick();
+    const rejected = assert.rejects(pending, {
+      name: "InvalidStateError",
+      message: /disconnected/,
+    });
+    await reader.cancel();
+    await rejected;
+    const event = await closed;
+    assert.equal(event.wasClean, false);
+    assert.equal(e.closed, true);
+    await assert.rejects(e.send("x"), {
+      name: "InvalidStateError",
+      message: /client disconnected/,
+    });
+  });
+
+  test("an aborted request.signal is a disconnect", {
+    skip: runtime === "deno"
+      ? "not watched on Deno (Deno.serve warns when it is read)"
+      : undefined,
+  }, async () => {
+    const controller = new AbortController();
+    const e = endpoint({ heartbeat: 10 }, { signal: controller.signal });
+    const closed = onClose(e);
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\n");
+    controller.abort();
+    assert.equal((await closed).wasClean, false);
+    await assert.rejects(reader.read());
+  });
+
+  test("sends a heartbeat comment after the heartbeat interval without writes", async () => {
+    const e = endpoint({ heartbeat: 20 });
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\n");
+    assert.equal(await readText(reader), ":\n");
+    e.send("x");
+    assert.equal(await readText(reader), "data:x\n\n");
+    assert.equal(await readText(reader), ":\n");
+    e.close();
+    assert.equal(await readText(reader), null);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// EventEndpoint on real servers
+// ---------------------------------------------------------------------------
+
+interface Scenario {
+  options?: EventEndpointOptions;
+  run(endpoint: EventEndpoint): void;
+}
+
+/** Scenarios by request path; every server kind serves all of them. */
+const scenarios = new Map<string, Scenario>();
+/** The endpoints created per path, newest last. */
+const endpoints = new Map<string, EventEndpoint[]>();
+
+function created(path: string, endpoint: EventEndpoint): void {
+  const list = endpoints.get(path) ?? [];
+  list.push(endpoint);
+  endpoints.set(path, list);
+}
+
+const web: WebHandler = (request) => {
+  const path = new URL(request.url).pathname;
+  const scenario = scenarios.get(path);
+  if (!scenario) return new Response("no such scenario", { status: 404 });
+  const e = new EventEndpoint(request, scenario.options);
+  created(path, e);
+  if (!e.closed) scenario.run(e);
+  return e.response!;
+};
+
+const node: NodeHandler = (req, res) => {
+  const path = req.url ?? "/";
+  const scenario = scenarios.get(path);
+  if (!scenario) {
+    res.statusCode = 404;
+    res.end();
+    return;
+  }
+  const e = new EventEndpoint(req, res, scenario.options);
+  created(path, e);
+  if (!e.closed) scenario.run(e);
+};
+
+function only(path: string): EventEndpoint {
+  const list = endpoints.get(path) ?? [];
+  assert.equal(list.length, 1, `endpoints for ${path}`);
+  return list[0]!;
+}
+
+const PIECE = "x".repeat(64 * 1024 - 8); // "data:" + piece + "\n\n" = 64 KiB - 1
+
+scenarios.set("/basic", {
+  options: {
+    reconnectionTime: 1500,
+    headers: { "Access-Control-Allow-Origin": "*" },
+  },
+  run(e) {
+    e.send("last:" + e.lastEventId, "1");
+    e.sendEvent("custom", "b\r\nc", "2");
+    e.dispatchEvent(
+      new MessageEvent("message", { data: " d", lastEventId: "3" }),
+    );
+    e.dispatchEvent(new MessageEvent("ping", { data: "" }));
+    e.close();
+  },
+});
+
+scenarios.set("/stop", {
+  options: { headers: { "Access-Control-Allow-Origin": "*" } },
+  run(e) {
+    e.send("only once", "42").then(() => e.close(true));
+  },
+});
+
+scenarios.set("/hold", {
+  options: { heartbeat: 20 },
+  run(e) {
+    e.send("ready");
+  },
+});
+
+/** Awaits every send: the producer a reader that stops reading must stall. */
+const flood = {
+  sent: 0,
+  maxBuffered: 0,
+  rejected: 0,
+  total: 100 * MiB,
+  /** Resolved by the test once the client has read the first event. */
+  go: Promise.resolve(),
+};
+scenarios.set("/flood-wait", {
+  options: { heartbeat: 0 },
+  async run(e) {
+    try {
+      while (flood.sent < flood.total) {
+        const sending = e.send(PIECE);
+        flood.maxBuffered = Math.max(flood.maxBuffered, e.bufferedAmount);
+        await sending;
+        flood.sent += PIECE.length + 8;
+      }
+    } catch {
+      flood.rejected++;
+    }
+  },
+});
+
+/** Does not await: only the overflow policy bounds memory. */
+for (const policy of ["drop", "close"] as const) {
+  scenarios.set(`/flood-${policy}`, {
+    options: { heartbeat: 0, highWaterMark: 256 * 1024, overflow: policy },
+    async run(e) {
+      // Headers and a first event reach the client before the flood.
+      await e.send("hello");
+      await flood.go;
+      for (let i = 0; flood.sent < flood.total && !e.closed; i++) {
+        e.send(PIECE).catch(() => flood.rejected++);
+        flood.sent += PIECE.length + 8;
+        flood.maxBuffered = Math.max(flood.maxBuffered, e.bufferedAmount);
+        // Let the runtime take bytes now and then, as a real producer would.
+        if (i % 16 === 15) await nextTick();
+      }
+    },
+  });
+}
+
+function activeTimeouts(): number {
+  const info = (process as { getActiveResourcesInfo?: () => string[] })
+    .getActiveResourcesInfo?.();
+  return info ? info.filter((name) => name === "Timeout").length : 0;
+}
+
+async function collect(consumer: EventConsumer): Promise<ServerSentEvent[]> {
+  const events: ServerSentEvent[] = [];
+  for await (const e of consumer) {
+    events.push({ type: e.type, data: e.data, lastEventId: e.lastEventId });
+  }
+  return events;
+}
+
+/** The response head for a raw HTTP/1.x request. */
+function rawHead(
+  origin: string,
+  path: string,
+  version: string,
+): Promise<string> {
+  const url = new URL(origin);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(url.port), url.hostname, () => {
+      socket.write(`GET ${path} HTTP/${version}\r\nHost: ${url.host}\r\n\r\n`);
+    });
+    let text = "";
+    socket.on("error", reject);
+    socket.on("data", (chunk) => {
+      text += chunk;
+      const end = text.indexOf("\r\n\r\n");
+      if (end !== -1) {
+        socket.destroy();
+        resolve(text.slice(0, end));
+      }
+    });
+    socket.on("close", () => resolve(text));
+  });
+}
+
+for (const kind of serverKinds) {
+  describe(`EventEndpoint on ${kind.name}`, { skip: kind.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      endpoints.clear();
+      server = await kind.start({ web, node });
+    });
+    after(() => server?.close());
+
+    test("events, ids, custom types, retry, Last-Event-ID and headers", async () => {
+      const response = await server.fetch("/basic", {
+        headers: { "last-event-id": "0" },
+      });
+      assert.equal(response.status, 200);
+      assert.equal(
+        response.headers.get("content-type"),
+        "text/event-stream; charset=utf-8",
+      );
+      assert.equal(
+        response.headers.get("cache-control"),
+        "no-cache, no-transform",
+      );
+      assert.equal(response.headers.get("x-accel-buffering"), "no");
+      assert.equal(response.headers.get("access-control-allow-origin"), "*");
+      if (server.http2) assert.equal(response.headers.get("connection"), null);
+      const consumer = new EventConsumer(response);
+      const events = await collect(consumer);
+      assert.deepEqual(events, [
+        { type: "message", data: "last:0", lastEventId: "1" },
+        { type: "custom", data: "b\nc", lastEventId: "2" },
+        { type: "message", data: " d", lastEventId: "3" },
+        { type: "ping", data: "", lastEventId: "3" },
+      ]);
+      assert.equal(consumer.retry, 1500);
+      const e = only("/basic");
+      assert.equal(e.lastEventId, "3");
+      await waitFor(() => e.closed, "the endpoint to close");
+    });
+
+    test("Connection: keep-alive on HTTP/1.1 only (raw socket)", {
+      skip: kind.name.startsWith("node:http2") ? "HTTP/2 only" : undefined,
+    }, async () => {
+      const h11 = await rawHead(server.origin, "/basic", "1.1");
+      const h10 = await rawHead(server.origin, "/basic", "1.0");
+      assert.match(h11, /^HTTP\/1\.1 200/);
+      assert.match(h11, /^content-type: text\/event-stream; charset=utf-8$/im);
+      if (kind.name === "node:http") {
+        assert.match(h11, /^connection: keep-alive$/im);
+        assert.doesNotMatch(h10, /^connection: keep-alive$/im);
+      } else {
+        // Web responses carry none: a Request does not tell its HTTP version.
+        assert.doesNotMatch(h11, /^connection:/im);
+      }
+    });
+
+    test("close(true): the reconnecting client gets 204 No Content", async () => {
+      const first = new EventConsumer(await server.fetch("/stop"));
+      const events = await collect(first);
+      assert.deepEqual(events, [{
+        type: "message",
+        data: "only once",
+        lastEventId: "42",
+      }]);
+      assert.equal(first.lastEventId, "ssekit:closed:42");
+      const again = await server.fetch("/stop", {
+        headers: { "last-event-id": first.lastEventId },
+      });
+      assert.equal(again.status, 204);
+      assert.equal(again.headers.get("access-control-allow-origin"), "*");
+      await again.body?.cancel();
+      const [, second] = endpoints.get("/stop")!;
+      assert.equal(second!.closed, true);
+      assert.equal(second!.lastEventId, "42");
+    });
+
+    test("a client that goes away: close event, rejected sends, heartbeat cleared", async () => {
+      const timeoutsBefore = activeTimeouts();
+      const controller = new AbortController();
+      const response = await server.fetch("/hold", {
+        signal: controller.signal,
+      });
+      const consumer = new EventConsumer(response);
+      const e = only("/hold");
+      const closed = onClose(e);
+      for await (const event of consumer) {
+        assert.equal(event.data, "ready");
+        break;
+      }
+      controller.abort();
+      consumer.close();
+      const event = await closed;
+      assert.equal(event.wasClean, false);
+      assert.equal(e.closed, true);
+      await assert.rejects(e.send("late"), {
+        name: "InvalidStateError",
+        message: /closed/,
+      });
+      if (runtime === "node") assert.ok(activeTimeouts() <= timeoutsBefore);
+    });
+
+    test("a reader that stops reading while the server sends 100 MiB: the producer stalls", async () => {
+      Object.assign(flood, { sent: 0, maxBuffered: 0, rejected: 0 });
+      const rss = process.memoryUsage().rss;
+      const response = await server.fetch("/flood-wait");
+      const reader = response.body!.getReader();
+      await reader.read();
+      await stalled();
+      const e = only("/flood-wait");
+      assert.ok(flood.sent < flood.total / 2, `sent ${flood.sent} bytes`);
+      assert.ok(flood.maxBuffered <= 1 * MiB, `buffered ${flood.maxBuffered}`);
+      assert.ok(e.bufferedAmount <= 1 * MiB, `buffered ${e.bufferedAmount}`);
+      const grown = process.memoryUsage().rss - rss;
+      assert.ok(grown < 80 * MiB, `rss grew by ${grown} bytes`);
+      const closed = onClose(e);
+      await reader.cancel();
+      assert.equal((await closed).wasClean, false);
+      await waitFor(() => flood.rejected === 1, "the stalled send to reject");
+    });
+
+    test('overflow "drop": buffered bytes never pass highWaterMark', async () => {
+      Object.assign(flood, { sent: 0, maxBuffered: 0, rejected: 0 });
+      const response = await server.fetch("/flood-drop");
+      const reader = response.body!.getReader();
+      await reader.read();
+      await waitFor(() => flood.sent >= flood.total, "the producer to finish");
+      const e = only("/flood-drop");
+      // On node, bufferedAmount includes res.writableLength, which counts
+      // HTTP/1.1 chunk framing: a few bytes per chunk past the mark.
+      assert.ok(
+        flood.maxBuffered <= 256 * 1024 + 1024,
+        `buffered ${flood.maxBuffered}`,
+      );
+      assert.ok(e.droppedCount > 0, "some messages were dropped");
+      assert.equal(e.closed, false);
+      const closed = onClose(e);
+      await reader.cancel();
+      assert.equal((await closed).wasClean, false);
+    });
+
+    test('overflow "close": the slow client is disconnected', async () => {
+      let go!: () => void;
+      const ready = new Promise<void>((resolve) => (go = resolve));
+      Object.assign(flood, { sent: 0, maxBuffered: 0, rejected: 0, go: ready });
+      const response = await server.fetch("/flood-close");
+      const reader = response.body!.getReader();
+      await reader.read();
+      go();
+      const e = only("/flood-close");
+      const event = e.closed ? null : await onClose(e);
+      assert.equal(e.closed, true);
+      if (event) assert.equal(event.wasClean, false);
+      // On node, bufferedAmount includes res.writableLength, which counts
+      // HTTP/1.1 chunk framing: a few bytes per chunk past the mark.
+      assert.ok(
+        flood.maxBuffered <= 256 * 1024 + 1024,
+        `buffered ${flood.maxBuffered}`,
+      );
+      assert.ok(flood.sent < flood.total, `sent ${flood.sent}`);
+      await waitFor(() => flood.rejected > 0, "writes to reject");
+      await reader.cancel().catch(() => {});
+    });
+  });
+}
+
+/** Waits until `flood.sent` has not changed for 50 polls (the producer stalled). */
+async function stalled(): Promise<void> {
+  let last = -1;
+  let same = 0;
+  await waitFor(
+    () => {
+      same = flood.sent === last ? same + 1 : 0;
+      last = flood.sent;
+      return same >= 50 || flood.sent >= flood.total;
+    },
+    "the producer to stall",
+    3000,
+  );
+}
+
+describe("EventEndpoint on Bun.serve with the default idleTimeout (10 s)", {
+  skip: runtime === "bun" ? undefined : "Bun only",
+}, () => {
+  let server: TestServer;
+  before(async () => {
+    scenarios.set("/quiet", {
+      async run(e) {
+        await e.send("first");
+        const timer = setTimeout(
+          () => e.send("second").catch(() => {}),
+          25_000,
+        );
+        e.addEventListener("close", () => clearTimeout(timer));
+      },
+    });
+    server = await serverKinds[0]!.start({ web, node });
+  });
+  after(() => server?.close());
+
+  test(
+    "a stream quiet for 25 s stays open (heartbeats) and delivers the next event",
+    {
+      timeout: 40_000,
+    },
+    async () => {
+      const response = await server.fetch("/quiet");
+      const events: string[] = [];
+      let comments = 0;
+      const parser = new ServerSentEventParser({
+        onEvent: (e) => events.push(e.data),
+        onComment: () => comments++,
+      });
+      const reader = response.body!.getReader();
+      while (events.length < 2) {
+        const { done, value } = await reader.read();
+        assert.equal(done, false, "the stream ended early");
+        parser.push(value!);
+      }
+      assert.deepEqual(events, ["first", "second"]);
+      // 25 s at the 5 s default: at least 4 heartbeats, plus the opening ":".
+      assert.ok(comments >= 5, `${comments} comments`);
+      await reader.cancel();
+    },
+  );
+});
