@@ -1,0 +1,59 @@
+/**
+ * Keeps README.md in step with the files it quotes, so no example or results
+ * table in it is ever typed by hand.
+ *
+ * A block `<!-- include: examples/x.ts -->` … `<!-- /include -->` holds a copy
+ * of that file: TypeScript as a fenced `ts` block, Markdown (the generated
+ * conformance, interop and benchmark tables) as it is.
+ *
+ * Usage: `node tools/readme.ts` rewrites README.md; with `--check` it only
+ * reports, and exits 1, when README.md is out of date.
+ *
+ * @module
+ */
+
+import { readFileSync, writeFileSync } from "node:fs";
+import process from "node:process";
+
+const INCLUDE = /<!-- include: (\S+) -->\n[\s\S]*?<!-- \/include -->/g;
+
+/** The path of every file the README includes, in order. */
+export function includedPaths(readme: string): string[] {
+  return [...readme.matchAll(INCLUDE)].map((match) => match[1]!);
+}
+
+/** The README with every include block refilled from `read(path)`. */
+export function renderReadme(
+  readme: string,
+  read: (path: string) => string,
+): string {
+  return readme.replace(INCLUDE, (_, path: string) => {
+    const text = read(path).trimEnd();
+    const body = path.endsWith(".md") ? text : "```ts\n" + text + "\n```";
+    return `<!-- include: ${path} -->\n${body}\n<!-- /include -->`;
+  });
+}
+
+const root = new URL("../", import.meta.url);
+
+/** Reads a file of the project, relative to its root. */
+export function readProjectFile(path: string): string {
+  return readFileSync(new URL(path, root), "utf8");
+}
+
+function main(): number {
+  const current = readProjectFile("README.md");
+  const wanted = renderReadme(current, readProjectFile);
+  if (current === wanted) return 0;
+  if (process.argv.includes("--check")) {
+    console.error(
+      "README.md is out of date with the files it includes: run `node tools/readme.ts`.",
+    );
+    return 1;
+  }
+  writeFileSync(new URL("README.md", root), wanted);
+  console.log("README.md updated");
+  return 0;
+}
+
+if (import.meta.main) process.exit(main());
