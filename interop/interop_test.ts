@@ -2,7 +2,7 @@
  * The interop matrix on the runtime running this file (see `matrix.ts`):
  * one test per pair. The first test runs every pair at once (about
  * 8 s: each conversation waits `retry: 6000` for a reconnection), writes
- * `results/<runtime>.json` and re-renders `RESULTS.md`.
+ * `results/on-<runtime>.json` and re-renders `RESULTS.md`.
  *
  * @module
  */
@@ -16,7 +16,7 @@ import { runtime } from "./serve.ts";
 let matrix: Promise<Results> | undefined;
 function results(): Promise<Results> {
   matrix ??= runMatrix().then(async (results) => {
-    await writeResults(runtime, results);
+    await writeResults(`on-${runtime}`, results);
     return results;
   });
   return matrix;

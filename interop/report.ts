@@ -37,7 +37,7 @@ const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 const RESULTS_MD = fileURLToPath(new URL("./RESULTS.md", import.meta.url));
 
 /** Section order: the test runs on each runtime, then the browser run. */
-const ORDER = ["node", "deno", "bun", "browser"];
+const ORDER = ["on-node", "on-deno", "on-bun", "browser"];
 
 /** Writes `results/<name>.json` and re-renders RESULTS.md. */
 export async function writeResults(
