@@ -1,50 +1,79 @@
 /**
- * A history store for the demo's channel that survives a restart: one JSON
- * line per event, appended synchronously at publish, so even a killed server
- * loses nothing it has sent.
+ * A {@linkcode HistoryStore} for the demo's channel that survives a restart:
+ * one JSON line per event, appended synchronously as it is published, so even
+ * a killed server has every event it sent on disk, and a browser that
+ * reconnects to the next process can resume from its `Last-Event-ID`.
  *
  * @module
  */
 
-/** One published event as the channel sent it. */
-export interface StoredEvent {
-  /** The id the channel gave it. */
-  id: string;
-  /** The encoded event-stream text, sent as is on replay. */
-  text: string;
-}
+import type {
+  EventId,
+  HistoryBounds,
+  HistoryEntry,
+  HistoryStore,
+} from "../mod.ts";
 
 /** Options for {@linkcode FileHistoryStore}. */
 export interface FileHistoryStoreOptions {
   /**
-   * Events kept. The file is rewritten with the newest `limit` once it holds
-   * twice as many, so appends stay cheap.
+   * Events kept. The file is rewritten with the newest `maxCount` once it
+   * holds twice as many, so appends stay cheap.
    *
    * @default {2000}
    */
-  limit?: number;
+  maxCount?: number;
 }
 
-/** Events kept in a JSON-lines file. */
-export class FileHistoryStore {
+/** One line of the file. The event-stream text is UTF-8 by definition. */
+interface Line {
+  id: EventId;
+  topic?: string;
+  text: string;
+}
+
+/** Events kept in memory and in a JSON-lines file. */
+export class FileHistoryStore implements HistoryStore {
   readonly #path: string;
-  readonly #limit: number;
-  #entries: StoredEvent[];
-  #lines: number;
+  readonly #maxCount: number;
+  #entries: HistoryEntry[] = [];
+  /** Index in `#entries` of each id, offset by `#shifted`. */
+  #positions = new Map<EventId, number>();
+  #shifted = 0;
+  /** A client whose last event was the one evicted last missed nothing. */
+  #lastEvictedId: EventId | undefined;
+  #lines = 0;
+  #encoder = new TextEncoder();
+  #decoder = new TextDecoder();
 
   /**
-   * Reads the file if it exists (a torn last line from a kill is skipped).
+   * Loads the file if it exists; a line torn by a kill mid-write is skipped
+   * (that event was never sent).
    *
    * @param path The file; its directory is created if needed.
    * @param options Options.
    */
   constructor(path: string, options: FileHistoryStoreOptions = {}) {
+    const { maxCount = 2000 } = options;
+    if (!Number.isSafeInteger(maxCount) || maxCount < 1) {
+      throw new RangeError(
+        `Cannot create FileHistoryStore: maxCount is ${maxCount}, expected an integer >= 1`,
+      );
+    }
     this.#path = path;
-    this.#limit = options.limit ?? 2000;
+    this.#maxCount = maxCount;
     Deno.mkdirSync(dirname(path), { recursive: true });
-    this.#entries = readLines(path);
-    this.#lines = this.#entries.length;
-    this.#entries = this.#entries.slice(-this.#limit);
+    const { lines, torn } = readLines(path);
+    for (const line of lines) {
+      this.#keep({
+        id: line.id,
+        topic: line.topic,
+        bytes: this.#encoder.encode(line.text),
+      });
+      this.#lines++;
+    }
+    // Appending after a torn line would glue the next event onto it.
+    if (torn) this.#compact();
   }
 
   /** The file's path. */
@@ -52,36 +81,61 @@ export class FileHistoryStore {
     return this.#path;
   }
 
-  /** The kept events, oldest first. */
-  entries(): readonly StoredEvent[] {
+  /** The events held, oldest first. */
+  entries(): readonly HistoryEntry[] {
     return this.#entries;
   }
 
-  /** @deprecated interim */
-  load(): StoredEvent[] {
-    return [...this.#entries];
+  /** Records an event, in memory and on disk, before returning. */
+  append(entry: HistoryEntry): void {
+    this.#keep(entry);
+    Deno.writeTextFileSync(this.#path, this.#line(entry), { append: true });
+    if (++this.#lines >= 2 * this.#maxCount) this.#compact();
   }
 
-  /**
-   * Appends one event to the file before returning.
-   *
-   * @param event The event.
-   */
-  append(event: StoredEvent): void {
-    this.#entries.push(event);
-    if (this.#entries.length > this.#limit) this.#entries.shift();
-    Deno.writeTextFileSync(this.#path, JSON.stringify(event) + "\n", {
-      append: true,
-    });
-    if (++this.#lines >= 2 * this.#limit) this.#compact();
+  /** The events after `id`, or `null` when `id` is unknown or evicted. */
+  readAfter(id: EventId): HistoryEntry[] | null {
+    if (id === this.#lastEvictedId) return this.#entries.slice();
+    const position = this.#positions.get(id);
+    if (position === undefined) return null;
+    return this.#entries.slice(position - this.#shifted + 1);
   }
 
-  /** Rewrites the file with only the kept events; a rename makes it atomic. */
+  /** How many events are held, and the oldest and newest ids. */
+  bounds(): HistoryBounds {
+    return {
+      count: this.#entries.length,
+      oldestId: this.#entries[0]?.id,
+      newestId: this.#entries.at(-1)?.id,
+    };
+  }
+
+  #keep(entry: HistoryEntry): void {
+    this.#positions.set(entry.id, this.#shifted + this.#entries.length);
+    this.#entries.push(entry);
+    if (this.#entries.length > this.#maxCount) {
+      const evicted = this.#entries.shift()!;
+      this.#positions.delete(evicted.id);
+      this.#lastEvictedId = evicted.id;
+      this.#shifted++;
+    }
+  }
+
+  #line(entry: HistoryEntry): string {
+    const line: Line = {
+      id: entry.id,
+      text: this.#decoder.decode(entry.bytes),
+    };
+    if (entry.topic !== undefined) line.topic = entry.topic;
+    return JSON.stringify(line) + "\n";
+  }
+
+  /** Rewrites the file with only the held events; a rename makes it atomic. */
   #compact(): void {
     const tmp = `${this.#path}.tmp`;
     Deno.writeTextFileSync(
       tmp,
-      this.#entries.map((e) => JSON.stringify(e) + "\n").join(""),
+      this.#entries.map((e) => this.#line(e)).join(""),
     );
     Deno.renameSync(tmp, this.#path);
     this.#lines = this.#entries.length;
@@ -93,25 +147,31 @@ function dirname(path: string): string {
   return at <= 0 ? "." : path.slice(0, at);
 }
 
-function readLines(path: string): StoredEvent[] {
+/** The file's events; `torn` when a kill cut its last line short. */
+function readLines(path: string): { lines: Line[]; torn: boolean } {
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
+    if (error instanceof Deno.errors.NotFound) {
+      return { lines: [], torn: false };
+    }
     throw error;
   }
-  const entries: StoredEvent[] = [];
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
+  const lines: Line[] = [];
+  let torn = false;
+  for (const raw of text.split("\n")) {
+    if (raw === "") continue;
     try {
-      const value = JSON.parse(line) as StoredEvent;
-      if (typeof value.id === "string" && typeof value.text === "string") {
-        entries.push(value);
+      const line = JSON.parse(raw) as Line;
+      if (typeof line.id === "string" && typeof line.text === "string") {
+        lines.push(line);
+        continue;
       }
     } catch {
-      // A line cut short by a kill mid-write: that event was never sent.
+      // Skipped below: that event was never sent.
     }
+    torn = true;
   }
-  return entries;
+  return { lines, torn };
 }

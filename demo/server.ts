@@ -14,9 +14,8 @@
  * @module
  */
 
-import { EventEndpoint } from "../mod.ts";
-import { ServerSentEventParser } from "../mod.ts";
-import { EventChannel } from "./_interim_channel.ts";
+import { EventChannel, EventEndpoint, ServerSentEventParser } from "../mod.ts";
+import { fileURLToPath } from "node:url";
 import { FileHistoryStore } from "./file_history_store.ts";
 
 /** A price tick as broadcast and as kept for the page's first paint. */
@@ -59,7 +58,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 const dataDir = option(
   "data",
   "DEMO_DATA",
-  new URL("./output/data", import.meta.url).pathname,
+  fileURLToPath(new URL("./output/data", import.meta.url)),
 );
 const publicDir = new URL("./public/", import.meta.url);
 const boot = Date.now();
@@ -67,7 +66,11 @@ const boot = Date.now();
 // --- the channel, and what the page needs for its first paint ------------
 
 const store = new FileHistoryStore(`${dataDir}/history.jsonl`);
-const channel = new EventChannel(store);
+// Ids are "<boot>-<n>": each process numbers its events under its own start
+// time (ms, base 36), so ids from before a restart stay unique — even if
+// the history file was deleted — and the file-backed history still finds them.
+const idPrefix = `${boot.toString(36)}-`;
+const channel = new EventChannel({ history: store, idPrefix });
 
 const recentTicks: (Tick & { id: string })[] = [];
 const recentChat: (Chat & { id: string })[] = [];
@@ -90,8 +93,7 @@ function remember(type: string, data: string, id: string): void {
 const parser = new ServerSentEventParser({
   onEvent: (e) => remember(e.type, e.data, e.lastEventId),
 });
-const encoder = new TextEncoder();
-for (const entry of store.entries()) parser.push(encoder.encode(entry.text));
+for (const entry of store.entries()) parser.push(entry.bytes);
 
 function publish(event: "tick" | "chat", value: Tick | Chat): string {
   const data = JSON.stringify(value);
@@ -105,7 +107,8 @@ function publish(event: "tick" | "chat", value: Tick | Chat): string {
 publish("chat", {
   t: boot,
   name: "server",
-  text: `Server started (pid ${Deno.pid}).`,
+  text:
+    `Server started (pid ${Deno.pid}); its event ids start with ${idPrefix}`,
   system: true,
 });
 
@@ -123,7 +126,7 @@ setInterval(() => {
   publish("tick", {
     t: Date.now(),
     price: nextPrice(),
-    members: channel.stats().members,
+    members: channel.size,
     boot,
   });
 }, TICK_MS);
@@ -160,16 +163,12 @@ function json(value: unknown, status = 200): Response {
  * which wins.
  */
 function events(request: Request): Response {
-  const fromQuery = new URL(request.url).searchParams.get("lastEventId");
-  if (fromQuery && !request.headers.has("last-event-id")) {
-    const headers = new Headers(request.headers);
-    headers.set("last-event-id", fromQuery);
-    request = new Request(request, { headers });
-  }
   // A short retry so a restarted server is found again quickly.
   const endpoint = new EventEndpoint(request, { reconnectionTime: 1000 });
-  if (endpoint.closed) return endpoint.response!;
-  channel.join(endpoint);
+  const fromQuery = new URL(request.url).searchParams.get("lastEventId");
+  channel.join(endpoint, {
+    lastEventId: endpoint.lastEventId || (fromQuery ?? ""),
+  });
   return endpoint.response!;
 }
 

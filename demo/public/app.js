@@ -3,7 +3,7 @@
 
 const WINDOW_MS = 60_000;
 /** Ticks come every 500 ms; a longer silence means the server was down. */
-const GAP_MS = 1000;
+const GAP_MS = 900;
 const WIRE_FRAMES = 5;
 const CHAT_KEEP = 200;
 
@@ -63,6 +63,7 @@ function connect(fromId) {
   // fresh snapshot instead of silently missing events.
   source.addEventListener("reset", () => {
     demo.resets++;
+    seen.clear();
     source.close();
     start();
   });
@@ -151,22 +152,27 @@ function drawChart() {
   const y = (p) => pad + (1 - (p - lo) / (hi - lo)) * (height - 2 * pad);
 
   // Break the line where the server was down instead of bridging the gap.
-  let line = "";
+  const segments = [];
   const gaps = [];
   ticks.forEach((tick, i) => {
     const prev = ticks[i - 1];
-    const jump = prev && tick.t - prev.t > GAP_MS;
-    if (jump) gaps.push([x(prev.t), x(tick.t)]);
-    line += `${i === 0 || jump ? "M" : "L"}${x(tick.t).toFixed(1)},${
-      y(tick.price).toFixed(1)
-    }`;
+    if (!prev || tick.t - prev.t > GAP_MS) {
+      if (prev) gaps.push([x(prev.t), x(tick.t)]);
+      segments.push([]);
+    }
+    segments.at(-1).push(`${x(tick.t).toFixed(1)},${y(tick.price).toFixed(1)}`);
   });
-  $("line").setAttribute("d", line);
+  $("line").setAttribute(
+    "d",
+    segments.map((points) => `M${points.join("L")}`).join(""),
+  );
   $("area").setAttribute(
     "d",
-    `${line}L${x(last.t).toFixed(1)},${height}L${
-      x(first.t).toFixed(1)
-    },${height}Z`,
+    segments.map((points) => {
+      const left = points[0].split(",")[0];
+      const right = points.at(-1).split(",")[0];
+      return `M${left},${height}L${points.join("L")}L${right},${height}Z`;
+    }).join(""),
   );
   $("gaps").replaceChildren(
     ...gaps.map(([a, b]) => svg("rect", { x: a, y: 0, width: b - a, height })),
