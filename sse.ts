@@ -273,6 +273,8 @@ export interface NodeResponseLike {
   off(event: string, listener: () => void): unknown;
   /** Bytes written but not yet flushed to the socket, when the runtime says. */
   readonly writableLength?: number;
+  /** Whether the response (or its connection) was torn down. */
+  readonly destroyed?: boolean;
 }
 
 /**
@@ -350,8 +352,28 @@ const CONNECTION_SPECIFIC = new Set([
   "upgrade",
 ]);
 
-// deno-lint-ignore no-control-regex
-const NON_ASCII = /[^\u0000-\u007f]/u;
+const LATIN1_HIGH = /[\u0080-\u00ff]/;
+const ABOVE_LATIN1 = /[\u0100-\uffff]/;
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A header value as text. `EventSource` sends `Last-Event-ID` UTF-8 encoded,
+ * and node and most `Headers` implementations hand header bytes over as
+ * Latin-1 (one char per byte), so a non-ASCII id arrives as mojibake; this
+ * decodes it when the bytes are valid UTF-8 and leaves anything else alone.
+ */
+function decodeHeaderValue(value: string): string {
+  if (!LATIN1_HIGH.test(value) || ABOVE_LATIN1.test(value)) return value;
+  const bytes = new Uint8Array(value.length);
+  for (let i = 0; i < value.length; i++) bytes[i] = value.charCodeAt(i);
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return value;
+  }
+}
+
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** Exact UTF-8 length of `text` (lone surrogates count as U+FFFD). */
 function utf8Length(text: string): number {
@@ -602,6 +624,7 @@ export class EventEndpoint extends EventTarget {
     } else {
       header = (request as Request).headers.get("last-event-id") ?? "";
     }
+    header = decodeHeaderValue(header);
     const noContent = header.startsWith(NO_RECONNECT_MARKER);
     this.#lastEventId = noContent
       ? header.slice(NO_RECONNECT_MARKER.length)
@@ -665,6 +688,10 @@ export class EventEndpoint extends EventTarget {
         this.#nodeHeaders(request as NodeRequestLike, headers),
       );
       this.#startHeartbeat();
+      if (res.destroyed) {
+        // The client left before the handler ran: `close` already fired.
+        queueMicrotask(() => this.#fail("the client disconnected"));
+      }
     } else {
       const web = request as Request;
       const body = new ReadableStream<Uint8Array>({
@@ -684,6 +711,7 @@ export class EventEndpoint extends EventTarget {
         this.#abortSignal = signal;
         this.#onAbort = () => this.#fail("the client disconnected");
         signal.addEventListener("abort", this.#onAbort, { once: true });
+        if (signal.aborted) queueMicrotask(this.#onAbort);
       }
     }
   }
@@ -828,8 +856,12 @@ export class EventEndpoint extends EventTarget {
     } catch (error) {
       return Promise.reject(error);
     }
+    const dropped = this.#droppedCount;
     const sent = this.#accept(text);
-    if (message.id !== undefined && !this.#closed) {
+    if (
+      message.id !== undefined && !this.#closed &&
+      this.#droppedCount === dropped
+    ) {
       this.#lastEventId = message.id;
     }
     return sent;
@@ -841,6 +873,7 @@ export class EventEndpoint extends EventTarget {
     const size = typeof chunk === "string"
       ? utf8Length(chunk)
       : chunk.byteLength;
+    if (size === 0) return Promise.resolve();
     const buffered = this.bufferedAmount;
     if (buffered > 0 && buffered + size > this.#highWaterMark) {
       if (this.#overflow === "drop") {

@@ -2,7 +2,10 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import process from "node:process";
+import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
 import fc from "fast-check";
+import { Hono } from "hono";
 import {
   encodeServerSentEvent,
   EventEndpoint,
@@ -284,6 +287,43 @@ function throwsTypeError(fn: () => unknown): boolean {
   }
 }
 
+describe("the WHATWG rules the encoder relies on (project parser)", () => {
+  const run = (...messages: ServerSentEventMessage[]) =>
+    parse(utf8.encode(messages.map(encodeServerSentEvent).join("")));
+
+  test('data "" dispatches an event with empty data (the buffer is "\\n")', () => {
+    assert.deepEqual(run({ data: "" }).events, [
+      { type: "message", data: "", lastEventId: "" },
+    ]);
+  });
+
+  test('id "" resets the last event id', () => {
+    const parsed = run({ id: "1", data: "a" }, { id: "", data: "b" });
+    assert.deepEqual(parsed.events.map((e) => e.lastEventId), ["1", ""]);
+  });
+
+  test("an event without data dispatches nothing and its type does not leak", () => {
+    const parsed = run({ event: "x" }, { data: "a" });
+    assert.deepEqual(parsed.events, [
+      { type: "message", data: "a", lastEventId: "" },
+    ]);
+  });
+
+  test("an id without data still sets the last event id", () => {
+    const parsed = run({ id: "7" }, { data: "a" });
+    assert.equal(parsed.events[0]!.lastEventId, "7");
+    assert.equal(run({ id: "7" }).lastEventId, "7");
+  });
+
+  test("retry and comments need no blank line and do not split a block", () => {
+    const parsed = run({ event: "e", id: "1" }, { retry: 5 }, { data: "x" });
+    assert.deepEqual(parsed.events, [
+      { type: "message", data: "x", lastEventId: "1" },
+    ]);
+    assert.deepEqual(parsed.retries, [5]);
+  });
+});
+
 describe("ServerSentEventStream", () => {
   test("encodes each message to UTF-8 bytes", async () => {
     const messages: ServerSentEventMessage[] = [
@@ -346,6 +386,79 @@ function onClose(target: EventEndpoint): Promise<CloseEvent> {
 }
 
 describe("EventEndpoint (in memory)", () => {
+  test("counts and sends exactly the UTF-8 bytes of mixed string and byte writes", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.oneof(hostile, hostile.map((s) => utf8.encode(s))), {
+          maxLength: 8,
+        }),
+        async (parts) => {
+          const e = endpoint();
+          const reader = e.response!.body!.getReader();
+          assert.equal(await readText(reader), ":\n");
+          const expected = parts.map((p) =>
+            typeof p === "string" ? utf8.encode(p) : p
+          );
+          const size = expected.reduce((n, b) => n + b.length, 0);
+          const writes = parts.map((p) => e.write(p));
+          assert.equal(e.bufferedAmount, size);
+          if (size > 0) {
+            const { value } = await reader.read();
+            assert.deepEqual(value, new Uint8Array(Buffer.concat(expected)));
+          }
+          await Promise.all(writes);
+          assert.equal(e.bufferedAmount, 0);
+          await reader.cancel();
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test("decodes a UTF-8 Last-Event-ID that arrives as Latin-1 bytes", () => {
+    const latin1 = String.fromCharCode(...utf8.encode("é😀"));
+    const e = endpoint({}, { headers: { "Last-Event-ID": latin1 } });
+    assert.equal(e.lastEventId, "é😀");
+    // Not valid UTF-8: left as it came.
+    const raw = endpoint({}, { headers: { "Last-Event-ID": "\u00e9" } });
+    assert.equal(raw.lastEventId, "é");
+    e.close();
+    raw.close();
+  });
+
+  test("works as a Hono handler's response", async () => {
+    const app = new Hono();
+    app.get("/events", (c) => {
+      const e = new EventEndpoint(c.req.raw, { heartbeat: 0 });
+      e.sendEvent("hello", c.req.header("last-event-id") ?? "none", "1");
+      e.close();
+      return e.response!;
+    });
+    const response = await app.request("/events", {
+      headers: { "Last-Event-ID": "0" },
+    });
+    assert.deepEqual(await collect(new EventConsumer(response)), [
+      { type: "hello", data: "0", lastEventId: "1" },
+    ]);
+  });
+
+  test("node: a response already torn down closes the endpoint at once", async () => {
+    const res = Object.assign(new EventEmitter(), {
+      destroyed: true,
+      writeHead: () => res,
+      write: () => true,
+      end: () => res,
+      destroy: () => res,
+    });
+    const req = { headers: {}, httpVersionMajor: 1, httpVersionMinor: 1 };
+    const e = new EventEndpoint(req, res, { heartbeat: 10 });
+    const event = await onClose(e);
+    assert.equal(event.wasClean, false);
+    assert.equal(e.closed, true);
+    assert.equal(res.listenerCount("close"), 0);
+    await assert.rejects(e.send("x"), { name: "InvalidStateError" });
+  });
+
   test("responds 200 with the event-stream headers and no hop-by-hop header", () => {
     const e = endpoint({ headers: { "Access-Control-Allow-Origin": "*" } });
     const r = e.response!;
@@ -536,6 +649,10 @@ describe("EventEndpoint (in memory)", () => {
       assert.ok(e.bufferedAmount <= 100, `${e.bufferedAmount} > 100`);
     }
     assert.equal(e.droppedCount, 8);
+    // A dropped message's id never reached the client.
+    await e.send("y", "dropped").catch(() => {});
+    assert.equal(e.droppedCount, 9);
+    assert.equal(e.lastEventId, "");
     e.close();
     const text = await e.response!.text();
     assert.equal(text, ":\n" + `data:${"x".repeat(40)}\n\n`.repeat(2));
@@ -692,6 +809,14 @@ scenarios.set("/stop", {
   },
 });
 
+scenarios.set("/echo", {
+  options: { heartbeat: 0 },
+  run(e) {
+    e.send(e.lastEventId);
+    e.close();
+  },
+});
+
 scenarios.set("/hold", {
   options: { heartbeat: 20 },
   run(e) {
@@ -835,6 +960,15 @@ for (const kind of serverKinds) {
         // Web responses carry none: a Request does not tell its HTTP version.
         assert.doesNotMatch(h11, /^connection:/im);
       }
+    });
+
+    test("a non-ASCII Last-Event-ID (sent UTF-8 encoded) arrives intact", async () => {
+      const latin1 = String.fromCharCode(...utf8.encode("é😀 ✓"));
+      const response = await server.fetch("/echo", {
+        headers: { "last-event-id": latin1 },
+      });
+      const events = await collect(new EventConsumer(response));
+      assert.deepEqual(events.map((e) => e.data), ["é😀 ✓"]);
     });
 
     test("close(true): the reconnecting client gets 204 No Content", async () => {
