@@ -971,6 +971,13 @@ export interface EventSourceOptions {
    */
   fetch?: (input: URL, init: RequestInit) => Promise<Response>;
   /**
+   * The last event ID to resume from: sent as `Last-Event-ID` already on the
+   * first request (browsers start from `""`).
+   *
+   * @default {""}
+   */
+  lastEventId?: string;
+  /**
    * When and how often to reconnect.
    *
    * @default {{}} (see each field)
@@ -1112,6 +1119,7 @@ export class EventSource extends EventTarget {
     this.#factor = policy.factor ?? 2;
     this.#jitter = Math.min(Math.max(policy.jitter ?? 0.5, 0), 1);
     this.#maxAttempts = policy.maxAttempts ?? Infinity;
+    this.#lastEventId = options.lastEventId ?? "";
     const signal = options.signal;
     if (signal?.aborted) {
       this.#readyState = this.CLOSED;
@@ -1342,6 +1350,7 @@ export class EventSource extends EventTarget {
         body: this.#options.body ?? null,
         signal: abort.signal,
         credentials: this.#withCredentials ? "include" : "same-origin",
+        cache: "no-store",
         redirect: "follow",
       });
     } catch (error) {

@@ -960,6 +960,39 @@ describe("EventSource: reconnect policy (fetch double)", () => {
     ]);
     assert.equal(calls.length, 3);
   });
+  test("a headers function that throws counts as a failed attempt", async () => {
+    const reconnections: ScheduledReconnection[] = [];
+    const { fetch, calls } = scriptedFetch([ok("data: a\n\n")]);
+    const stop = new AbortController();
+    const source = new EventSource("https://api.example/stream", {
+      fetch,
+      signal: stop.signal,
+      lastEventId: "resume-from-here",
+      headers: ({ attempt }) => {
+        if (attempt === 1) throw new Error("token refresh failed");
+        return { authorization: "Bearer t" };
+      },
+      reconnect: { initialDelay: 1, jitter: 0 },
+      onReconnect: (r) => reconnections.push(r),
+    });
+    const firstError = await nextEvent<ErrorEvent>(source, "error");
+    assert.equal(firstError.error.message, "token refresh failed");
+    assert.equal(source.readyState, EventSource.CONNECTING);
+    const message = await nextEvent<MessageEvent>(source, "message");
+    assert.equal(message.lastEventId, "resume-from-here");
+    stop.abort();
+    assert.equal(source.readyState, EventSource.CLOSED);
+    const [first] = reconnections;
+    assert.deepEqual([first!.failures, first!.delay], [1, 2]);
+    assert.equal(calls.length, 1);
+    const headers = new Headers(calls[0]!.headers);
+    assert.equal(headers.get("last-event-id"), "resume-from-here");
+    assert.equal(headers.get("authorization"), "Bearer t");
+    assert.equal(headers.get("accept"), "text/event-stream");
+    assert.equal(calls[0]!.cache, "no-store");
+    assert.equal(calls[0]!.credentials, "same-origin");
+  });
+
   test("the server's retry is the floor of every delay, even above maxDelay", async () => {
     const reconnections: ScheduledReconnection[] = [];
     const { fetch } = scriptedFetch([
