@@ -4,9 +4,19 @@
  * a killed server has every event it sent on disk, and a browser that
  * reconnects to the next process can resume from its `Last-Event-ID`.
  *
+ * It uses `node:fs`, so it (and its test) runs on Deno, Bun and Node.
+ *
  * @module
  */
 
+import {
+  appendFileSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname } from "node:path";
 import type {
   EventId,
   HistoryBounds,
@@ -62,7 +72,7 @@ export class FileHistoryStore implements HistoryStore {
     }
     this.#path = path;
     this.#maxCount = maxCount;
-    Deno.mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true });
     const { lines, torn } = readLines(path);
     for (const line of lines) {
       this.#keep({
@@ -89,7 +99,7 @@ export class FileHistoryStore implements HistoryStore {
   /** Records an event, in memory and on disk, before returning. */
   append(entry: HistoryEntry): void {
     this.#keep(entry);
-    Deno.writeTextFileSync(this.#path, this.#line(entry), { append: true });
+    appendFileSync(this.#path, this.#line(entry));
     if (++this.#lines >= 2 * this.#maxCount) this.#compact();
   }
 
@@ -133,27 +143,22 @@ export class FileHistoryStore implements HistoryStore {
   /** Rewrites the file with only the held events; a rename makes it atomic. */
   #compact(): void {
     const tmp = `${this.#path}.tmp`;
-    Deno.writeTextFileSync(
+    writeFileSync(
       tmp,
       this.#entries.map((e) => this.#line(e)).join(""),
     );
-    Deno.renameSync(tmp, this.#path);
+    renameSync(tmp, this.#path);
     this.#lines = this.#entries.length;
   }
-}
-
-function dirname(path: string): string {
-  const at = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return at <= 0 ? "." : path.slice(0, at);
 }
 
 /** The file's events; `torn` when a kill cut its last line short. */
 function readLines(path: string): { lines: Line[]; torn: boolean } {
   let text: string;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readFileSync(path, "utf8");
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
+    if ((error as { code?: unknown }).code === "ENOENT") {
       return { lines: [], torn: false };
     }
     throw error;

@@ -228,6 +228,10 @@ Deno.serve({
   port,
   onListen: ({ port }) => {
     console.log(`ssekit demo: http://localhost:${port}/`);
-    console.log(`history: ${store.path}`);
+    console.log(
+      "  Open it in two tabs and chat. Stop the server (Ctrl-C) and start it\n" +
+        "  again: the tabs reconnect and resume from their Last-Event-ID.",
+    );
+    console.log(`  history: ${store.path}`);
   },
 }, handler);
