@@ -261,7 +261,6 @@ export class ServerSentEventParser {
         this.#piecesLength = 0;
         this.#line(line, 0, line.length);
       }
-      if (this.#error) throw this.#error;
       position = next;
     }
     if (position < length) {
