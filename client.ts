@@ -1094,6 +1094,7 @@ export class EventSource extends EventTarget {
    * @param options `EventSourceInit`'s `withCredentials` plus fetch settings
    * and the reconnect policy.
    * @throws {DOMException} A `SyntaxError` when the URL cannot be parsed.
+   * @throws {TypeError} When a body is given for a `GET` or `HEAD` request.
    */
   constructor(url: string | URL, options: EventSourceOptions = {}) {
     super();
@@ -1107,6 +1108,15 @@ export class EventSource extends EventTarget {
           JSON.stringify(String(url))
         } is not a valid URL`,
         "SyntaxError",
+      );
+    }
+    const method = (options.method ?? "GET").toUpperCase();
+    if (
+      options.body !== undefined && options.body !== null &&
+      (method === "GET" || method === "HEAD")
+    ) {
+      throw new TypeError(
+        `Cannot send a body with a ${method} request: set the method option (for example to "POST")`,
       );
     }
     this.#options = options;
@@ -1380,6 +1390,7 @@ export class EventSource extends EventTarget {
     this.#readyState = this.OPEN;
     this.#failures = 0;
     this.dispatchEvent(new Event("open"));
+    if (abort.signal.aborted) return; // an open listener called close()
     await this.#readBody(response, abort.signal);
   }
 
@@ -1463,9 +1474,10 @@ export class EventSource extends EventTarget {
       return;
     }
     const delay = this.#delay();
-    this.#options.onReconnect?.({ delay, failures: this.#failures, reason });
-    if (this.#readyState !== this.CONNECTING) return;
     this.#timer = setTimeout(() => this.#connect(), delay);
+    // Last, so that the hook may close() the source and a throwing hook does
+    // not stop the reconnection.
+    this.#options.onReconnect?.({ delay, failures: this.#failures, reason });
   }
 
   /** The next delay: backoff with jitter, floored by the reconnection time. */

@@ -822,6 +822,29 @@ describe("EventSource: interface", () => {
       (error) => error instanceof DOMException && error.name === "SyntaxError",
     );
   });
+  test("a body with GET is a TypeError", () => {
+    assert.throws(
+      () => new EventSource("http://127.0.0.1:1/", { body: "x" }),
+      (error) =>
+        error instanceof TypeError && /method option/.test(error.message),
+    );
+  });
+  test("an open listener's close() stops before reading", async () => {
+    const { fetch } = scriptedFetch([ok("data: a\n\n")]);
+    const source = new EventSource("https://api.example/stream", { fetch });
+    const events: string[] = [];
+    source.addEventListener("message", () => events.push("message"));
+    source.addEventListener("error", () => events.push("error"));
+    await new Promise<void>((resolve) => {
+      source.onopen = () => {
+        source.close();
+        resolve();
+      };
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(events, []);
+    assert.equal(source.readyState, EventSource.CLOSED);
+  });
   test("url and withCredentials reflect the arguments", () => {
     const source = new EventSource(new URL("http://127.0.0.1:1/a b"), {
       withCredentials: true,
