@@ -1,0 +1,171 @@
+/**
+ * Runs the `Deno.bench` files on Bun and Node: when `Deno` is absent this
+ * module installs a `Deno.bench`-compatible shim that collects the benches
+ * and, once the importing file has finished loading, measures them with
+ * mitata and prints them the way `deno bench` does (a table, or with `--json`
+ * the same JSON document as `deno bench --json`).
+ *
+ * Bench files import it first: `import { benchOptions } from "./_adapter.ts";`
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { measure } from "mitata";
+
+/** Whether this run is a short smoke run (`SSEKIT_BENCH_QUICK=1`). */
+export const quick: boolean = process.env.SSEKIT_BENCH_QUICK === "1";
+
+/**
+ * Per-bench options: a fixed small iteration count in quick runs, the
+ * runtime's adaptive default otherwise.
+ */
+export function benchOptions(): { n?: number; warmup?: number } {
+  return quick ? { n: 30, warmup: 10 } : {};
+}
+
+/** The name of the runtime running the benches. */
+export const runtime: "deno" | "bun" | "node" = "Deno" in globalThis
+  ? "deno"
+  : "Bun" in globalThis
+  ? "bun"
+  : "node";
+
+interface Definition {
+  name: string;
+  fn: () => unknown;
+  group?: string;
+  baseline?: boolean;
+  ignore?: boolean;
+  n?: number;
+  warmup?: number;
+}
+
+/** One result in the shape of `deno bench --json`. */
+interface BenchResult {
+  origin: string;
+  group: string | null;
+  name: string;
+  baseline: boolean;
+  results: (
+    | {
+      ok: {
+        n: number;
+        min: number;
+        max: number;
+        avg: number;
+        p75: number;
+        p99: number;
+      };
+    }
+    | { failed: string }
+  )[];
+}
+
+const pending: Definition[] = [];
+let scheduled = false;
+
+function register(
+  nameOrDef: string | Definition,
+  maybeFn?: () => unknown,
+): void {
+  const def = typeof nameOrDef === "string"
+    ? { name: nameOrDef, fn: maybeFn ?? (() => {}) }
+    : nameOrDef;
+  if (def.ignore) return;
+  pending.push(def);
+  if (!scheduled) {
+    scheduled = true;
+    // Runs after the importing module (and its top-level await) finished.
+    setTimeout(() => void runAll(), 0);
+  }
+}
+
+async function runOne(def: Definition): Promise<BenchResult> {
+  const result: BenchResult = {
+    origin: process.argv[1] ?? "",
+    group: def.group ?? null,
+    name: def.name,
+    baseline: def.baseline ?? false,
+    results: [],
+  };
+  try {
+    const stats = await measure(
+      def.fn,
+      def.n === undefined ? { min_cpu_time: 500 * 1e6, min_samples: 10 } : {
+        min_samples: def.n,
+        max_samples: def.n,
+        min_cpu_time: 0,
+        warmup_samples: def.warmup ?? 1,
+      },
+    );
+    result.results.push({
+      ok: {
+        n: stats.samples.length,
+        min: stats.min,
+        max: stats.max,
+        avg: stats.avg,
+        p75: stats.p75,
+        p99: stats.p99,
+      },
+    });
+  } catch (error) {
+    result.results.push({
+      failed: error instanceof Error
+        ? error.stack ?? error.message
+        : String(error),
+    });
+  }
+  return result;
+}
+
+function formatTime(ns: number): string {
+  if (ns >= 1e9) return `${(ns / 1e9).toFixed(2)} s`;
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(2)} ms`;
+  if (ns >= 1e3) return `${(ns / 1e3).toFixed(2)} µs`;
+  return `${ns.toFixed(0)} ns`;
+}
+
+async function runAll(): Promise<void> {
+  const json = process.argv.includes("--json");
+  const benches: BenchResult[] = [];
+  let group: string | null | undefined;
+  let failed = 0;
+  for (const def of pending) {
+    const result = await runOne(def);
+    benches.push(result);
+    if (json) continue;
+    if (result.group !== group) {
+      group = result.group;
+      console.log(`\ngroup ${group ?? ""}`);
+    }
+    const r = result.results[0];
+    if (r && "ok" in r) {
+      console.log(
+        `  ${def.name.padEnd(36)} ${formatTime(r.ok.avg).padStart(12)}/iter${
+          def.baseline ? "  (baseline)" : ""
+        }`,
+      );
+    } else {
+      failed++;
+      console.log(
+        `  ${def.name.padEnd(36)} FAILED\n${
+          r && "failed" in r ? r.failed : ""
+        }`,
+      );
+    }
+  }
+  if (json) {
+    const version = "Bun" in globalThis
+      ? `Bun/${process.versions.bun}`
+      : `Node/${process.version}`;
+    console.log(
+      JSON.stringify({ version: 1, runtime: version, benches }, null, 2),
+    );
+  }
+  if (failed) process.exitCode = 1;
+}
+
+if (!("Deno" in globalThis)) {
+  (globalThis as { Deno?: unknown }).Deno = { bench: register };
+}

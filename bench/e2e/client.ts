@@ -1,0 +1,259 @@
+/**
+ * End-to-end bench client (run by Node 24): raw HTTP/1.1 over `node:net`, so
+ * the client costs as little as possible and is the same for every server.
+ *
+ * Usage: `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
+ * [ttfe-samples] [seconds]` — each round lets the server send for about
+ * `seconds` (at most max-events per client), then stops it.
+ *
+ * Prints one JSON line per round: `{ clients, events, delivered, seconds,
+ * eventsPerSecond, rssPerIdleConnection }`, then `{ ttfeMs }` (median time
+ * from connect to the first complete event over sequential fresh
+ * connections). Counts marker strings in the raw bytes (chunk framing never
+ * splits an event: every server writes whole events) and checks every stream
+ * got exactly its events. Everything is bounded: 60 s per round.
+ *
+ * @module
+ */
+
+import { request } from "node:http";
+import { connect, type Socket } from "node:net";
+import process from "node:process";
+
+const [portArg, roundsArg = "1:1000", ttfeArg = "20", secondsArg = "1"] =
+  process.argv.slice(2);
+const port = Number(portArg);
+const ROUND_TIMEOUT_MS = 60_000;
+const READY = Buffer.from("@ready@");
+const TICK = Buffer.from("@tick@");
+
+interface Conn {
+  socket: Socket;
+  /** Resolves with ms from connect to the first complete event. */
+  ready: Promise<number>;
+  ticks: number;
+  /** `performance.now()` when the last tick arrived. */
+  lastTickAt: number;
+  /** Resolves once `ticks` reaches `total`; rejects if the stream ends. */
+  waitFor(total: number): Promise<void>;
+}
+
+/** Counts `marker` in a stream of chunks, including across chunk edges. */
+function counter(marker: Buffer): (chunk: Buffer) => number {
+  let carry = Buffer.alloc(0);
+  return (chunk) => {
+    let n = 0;
+    if (carry.length) {
+      // Only occurrences that start in the previous chunk's tail.
+      const joint = Buffer.concat([
+        carry,
+        chunk.subarray(0, marker.length - 1),
+      ]);
+      for (
+        let i = joint.indexOf(marker);
+        i !== -1 && i < carry.length;
+        i = joint.indexOf(marker, i + 1)
+      ) {
+        n++;
+      }
+    }
+    for (
+      let i = chunk.indexOf(marker);
+      i !== -1;
+      i = chunk.indexOf(marker, i + marker.length)
+    ) {
+      n++;
+    }
+    carry = Buffer.from(
+      chunk.subarray(Math.max(0, chunk.length - marker.length + 1)),
+    );
+    return n;
+  };
+}
+
+function open(round: string): Conn {
+  const started = performance.now();
+  const socket = connect(port, "127.0.0.1");
+  socket.setNoDelay(true);
+  socket.write(
+    `GET /sse?round=${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`,
+  );
+  const countReady = counter(READY);
+  const countTicks = counter(TICK);
+  let failure: Error | undefined;
+  let waiter:
+    | { total: number; resolve(): void; reject(e: Error): void }
+    | undefined;
+  let onReady!: (ms: number) => void;
+  let onReadyFailed!: (e: Error) => void;
+  const conn: Conn = {
+    socket,
+    ticks: 0,
+    lastTickAt: 0,
+    ready: new Promise((resolve, reject) => {
+      onReady = resolve;
+      onReadyFailed = reject;
+    }),
+    waitFor(total) {
+      if (conn.ticks >= total) return Promise.resolve();
+      if (failure) return Promise.reject(failure);
+      return new Promise((resolve, reject) => {
+        waiter = { total, resolve, reject };
+      });
+    },
+  };
+  conn.ready.catch(() => {});
+  socket.on("data", (chunk: Buffer) => {
+    if (countReady(chunk) > 0) onReady(performance.now() - started);
+    const ticks = countTicks(chunk);
+    if (ticks > 0) {
+      conn.ticks += ticks;
+      conn.lastTickAt = performance.now();
+    }
+    if (waiter && conn.ticks >= waiter.total) {
+      waiter.resolve();
+      waiter = undefined;
+    }
+  });
+  const fail = (error?: Error) => {
+    failure ??= error ?? new Error("connection closed by the server");
+    onReadyFailed(failure);
+    waiter?.reject(failure);
+  };
+  socket.on("error", fail);
+  socket.on("close", () => fail());
+  return conn;
+}
+
+function timeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(new Error(`timed out after ${ROUND_TIMEOUT_MS} ms: ${what}`)),
+        ROUND_TIMEOUT_MS,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A control request on its own connection (no keep-alive reuse races). */
+function get(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port, path, agent: false },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => resolve(body));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/**
+ * Lets the server send to every connection for about `seconds` (at most
+ * `maxEvents` each), stops it, checks every stream got exactly what was sent,
+ * and returns the events per stream and the seconds from `/go` to the last
+ * event's arrival.
+ */
+async function burst(
+  id: string,
+  conns: Conn[],
+  maxEvents: number,
+  seconds: number,
+): Promise<{ events: number; seconds: number }> {
+  const t0 = performance.now();
+  await get(`/go?round=${id}&n=${maxEvents}`);
+  const all = Promise.all(conns.map((c) => c.waitFor(maxEvents)));
+  all.catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    all,
+    new Promise((resolve) => timer = setTimeout(resolve, seconds * 1000)),
+  ]);
+  clearTimeout(timer);
+  const events = Number(await get(`/stop?round=${id}`));
+  await timeout(
+    Promise.all(conns.map((c) => c.waitFor(events))),
+    `${conns.length}×${events} events`,
+  );
+  for (const c of conns) {
+    if (c.ticks !== events) {
+      throw new Error(`a stream got ${c.ticks} events, expected ${events}`);
+    }
+  }
+  const end = Math.max(...conns.map((c) => c.lastTickAt));
+  return { events, seconds: (end - t0) / 1000 };
+}
+
+/** One round: connect `clients`, measure idle RSS, then a timed burst. */
+async function round(
+  index: number,
+  clients: number,
+  maxEvents: number,
+  seconds: number,
+) {
+  const id = `r${index}`;
+  const before = JSON.parse(await get("/stats")) as { rss: number };
+  const conns: Conn[] = [];
+  // Connect in batches of 100 so the listen backlog never overflows.
+  for (let i = 0; i < clients; i += 100) {
+    const batch = Array.from(
+      { length: Math.min(100, clients - i) },
+      () => open(id),
+    );
+    conns.push(...batch);
+    await timeout(
+      Promise.all(batch.map((c) => c.ready)),
+      `${clients} clients connecting`,
+    );
+  }
+  const idle = JSON.parse(await get("/stats")) as {
+    rss: number;
+    streams: number;
+  };
+  if (idle.streams < clients) {
+    throw new Error(
+      `server holds ${idle.streams} streams, expected ${clients}`,
+    );
+  }
+  const result = await burst(id, conns, maxEvents, seconds);
+  for (const c of conns) c.socket.destroy();
+  return {
+    clients,
+    events: result.events,
+    delivered: clients * result.events,
+    seconds: result.seconds,
+    eventsPerSecond: (clients * result.events) / result.seconds,
+    rssPerIdleConnection: (idle.rss - before.rss) / clients,
+  };
+}
+
+async function ttfe(samples: number): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const c = open(`t${i}`);
+    times.push(await timeout(c.ready, "first event"));
+    c.socket.destroy();
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)] ?? NaN;
+}
+
+const rounds = roundsArg.split(",").map((spec) => spec.split(":").map(Number));
+let index = 0;
+for (const [clients = 1, events = 1000] of rounds) {
+  console.log(
+    JSON.stringify(await round(index++, clients, events, Number(secondsArg))),
+  );
+  // Let closed sockets settle before the next round's RSS baseline.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+}
+console.log(JSON.stringify({ ttfeMs: await ttfe(Number(ttfeArg)) }));

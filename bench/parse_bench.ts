@@ -1,0 +1,194 @@
+/**
+ * Parse benchmarks: bytes of an event stream in, events out.
+ *
+ * Per case (see `_cases.ts`) one group with the floor as baseline: a
+ * streaming `TextDecoder` pass plus a newline scan over the same chunks. Each
+ * parser's event count and data length are checked once before timing, so a
+ * parser that silently parses nothing cannot post a fast time.
+ *
+ * Run: `deno bench -A bench/parse_bench.ts`, `bun bench/parse_bench.ts`,
+ * `node bench/parse_bench.ts` (or all of them: `node bench/run.ts`).
+ *
+ * @module
+ */
+
+import { benchOptions, quick } from "./_adapter.ts";
+import { type ParseCase, parseCases } from "./_cases.ts";
+import { loadSsekit } from "./_ssekit.ts";
+import { createParser } from "eventsource-parser";
+import { EventSourceParserStream } from "eventsource-parser/stream";
+import { EventConsumer } from "@ayonli/jsext/sse";
+
+/** Events seen and the sum of their data lengths. */
+interface Tally {
+  events: number;
+  dataLength: number;
+}
+
+type Parse = (c: ParseCase) => Tally | Promise<Tally>;
+
+function source(
+  chunks: Uint8Array<ArrayBuffer>[],
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  let i = 0;
+  return new ReadableStream({
+    pull(controller) {
+      const chunk = chunks[i++];
+      if (chunk) controller.enqueue(chunk);
+      else controller.close();
+    },
+  });
+}
+
+/** The runtime's own cost: decode every chunk and find every newline. */
+function floor(c: ParseCase): Tally {
+  const decoder = new TextDecoder();
+  let lines = 0;
+  let chars = 0;
+  for (const chunk of c.chunks) {
+    const text = decoder.decode(chunk, { stream: true });
+    chars += text.length;
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) {
+      lines++;
+    }
+  }
+  decoder.decode();
+  // Not events: the floor reports lines, checked against a plain count below.
+  return { events: lines, dataLength: chars };
+}
+
+function eventsourceParser(c: ParseCase): Tally {
+  const tally = { events: 0, dataLength: 0 };
+  const parser = createParser({
+    onEvent(event) {
+      tally.events++;
+      tally.dataLength += event.data.length;
+    },
+  });
+  const decoder = new TextDecoder();
+  for (const chunk of c.chunks) {
+    parser.feed(decoder.decode(chunk, { stream: true }));
+  }
+  return tally;
+}
+
+async function eventsourceParserStream(c: ParseCase): Promise<Tally> {
+  const tally = { events: 0, dataLength: 0 };
+  const events = source(c.chunks)
+    .pipeThrough(new TextDecoderStream())
+    .pipeThrough(new EventSourceParserStream());
+  for await (const event of events) {
+    tally.events++;
+    tally.dataLength += event.data.length;
+  }
+  return tally;
+}
+
+function jsextConsumer(c: ParseCase): Promise<Tally> {
+  const tally = { events: 0, dataLength: 0 };
+  const response = new Response(source(c.chunks), {
+    headers: { "content-type": "text/event-stream" },
+  });
+  const consumer = new EventConsumer(response);
+  consumer.addEventListener(c.eventType, (event: MessageEvent<string>) => {
+    tally.events++;
+    tally.dataLength += event.data.length;
+  });
+  return new Promise((resolve) => {
+    consumer.addEventListener("close", () => resolve(tally));
+  });
+}
+
+const ssekit = await loadSsekit();
+const parsers: [string, Parse][] = [
+  ["eventsource-parser", eventsourceParser],
+  ["eventsource-parser (stream)", eventsourceParserStream],
+  ["jsext EventConsumer", jsextConsumer],
+];
+
+const Parser = ssekit.ServerSentEventParser;
+if (Parser) {
+  parsers.push(["ssekit ServerSentEventParser", (c) => {
+    const tally = { events: 0, dataLength: 0 };
+    const parser = new Parser({
+      onEvent(event) {
+        tally.events++;
+        tally.dataLength += event.data.length;
+      },
+    });
+    for (const chunk of c.chunks) parser.push(chunk);
+    parser.end();
+    return tally;
+  }]);
+}
+const ParserStream = ssekit.ServerSentEventParserStream;
+if (ParserStream) {
+  parsers.push(["ssekit ServerSentEventParserStream", async (c) => {
+    const tally = { events: 0, dataLength: 0 };
+    for await (
+      const event of source(c.chunks).pipeThrough(new ParserStream())
+    ) {
+      if ("data" in event) {
+        tally.events++;
+        tally.dataLength += event.data.length;
+      }
+    }
+    return tally;
+  }]);
+}
+
+/**
+ * jsext re-splits its whole buffer on every chunk, so one 8 MiB line in 1 KiB
+ * chunks costs it tens of seconds per pass; it is left out of that case.
+ */
+function skip(name: string, c: ParseCase): boolean {
+  return name === "jsext EventConsumer" && c.group.includes("MiB-line");
+}
+
+function newlines(bytes: Uint8Array): number {
+  let n = 0;
+  for (const b of bytes) if (b === 10) n++;
+  return n;
+}
+
+for (const c of parseCases({ quick })) {
+  const expectedLines = newlines(c.bytes);
+  const got = floor(c);
+  if (got.events !== expectedLines) {
+    throw new Error(
+      `${c.group}: floor counted ${got.events} newlines, expected ${expectedLines}`,
+    );
+  }
+  Deno.bench({
+    ...benchOptions(),
+    name: "floor",
+    group: c.group,
+    baseline: true,
+    fn() {
+      floor(c);
+    },
+  });
+  for (const [name, parse] of parsers) {
+    if (skip(name, c)) continue;
+    const tally = await parse(c);
+    if (tally.events !== c.events) {
+      throw new Error(
+        `${c.group}: ${name} dispatched ${tally.events} events, expected ${c.events}`,
+      );
+    }
+    if (tally.dataLength !== c.dataLength) {
+      // Counted right but mangled data (e.g. UTF-8 split across chunks).
+      console.error(
+        `warning: ${c.group}: ${name} data length ${tally.dataLength}, expected ${c.dataLength}`,
+      );
+    }
+    Deno.bench({
+      ...benchOptions(),
+      name,
+      group: c.group,
+      async fn() {
+        await parse(c);
+      },
+    });
+  }
+}

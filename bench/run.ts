@@ -1,0 +1,724 @@
+/**
+ * `npm run bench`: the benchmarks on Deno, Bun and Node, with the toolchain
+ * pinned in package.json, then throughput, ratios and PASS/MISS per target.
+ *
+ * - parse and encode: `deno bench --json` on Deno; on Bun and Node the same
+ *   files through `_adapter.ts` (mitata), which prints the same JSON.
+ * - e2e: `e2e/server.ts` on the runtime (one process per implementation)
+ *   against `e2e/client.ts` on Node (a separate process), on 127.0.0.1.
+ *
+ * Writes `bench/results/<runtime>.json` (a filtered run keeps the other parts
+ * of an earlier file) and `bench/RESULTS.md` from all result files.
+ *
+ * Usage: node bench/run.ts [--check] [--quick] [--only deno|bun|node[,...]]
+ *   [--filter parse|encode|e2e[,...]]
+ *
+ * `--check` exits non-zero when any target is missed (or not measured).
+ *
+ * @module
+ */
+
+import { spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
+import { encodeCases, parseCases, ROLES } from "./_cases.ts";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const benchDir = join(root, "bench");
+const resultsDir = join(benchDir, "results");
+const bin = (name: string): string => join(root, "node_modules", ".bin", name);
+
+type Runtime = "deno" | "bun" | "node";
+type Part = "parse" | "encode" | "e2e";
+const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
+const PARTS: Part[] = ["parse", "encode", "e2e"];
+const E2E_IMPLS = ["floor", "ssekit", "hono", "better-sse"] as const;
+
+/** One micro-benchmark result: mean ns per iteration. */
+interface Micro {
+  group: string;
+  name: string;
+  avgNs: number;
+  n: number;
+}
+
+/** One end-to-end round. */
+interface Round {
+  impl: string;
+  clients: number;
+  events: number;
+  seconds: number;
+  eventsPerSecond: number;
+  rssPerIdleConnection: number;
+}
+
+/** Everything measured on one runtime. */
+interface RuntimeResults {
+  runtime: Runtime;
+  version: string;
+  date: string;
+  quick: boolean;
+  micro: Micro[];
+  e2e: Round[];
+  ttfeMs: Record<string, number>;
+  errors: string[];
+}
+
+// --- command line ------------------------------------------------------------
+
+function listArg<T extends string>(flag: string, allowed: readonly T[]): T[] {
+  const i = process.argv.indexOf(flag);
+  if (i === -1) return [...allowed];
+  const values = (process.argv[i + 1] ?? "").split(",");
+  for (const v of values) {
+    if (!allowed.includes(v as T)) {
+      console.error(
+        `${flag}: expected one of ${allowed.join(", ")}, got "${v}"`,
+      );
+      process.exit(2);
+    }
+  }
+  return values as T[];
+}
+
+const check = process.argv.includes("--check");
+const quick = process.argv.includes("--quick");
+const only = listArg("--only", RUNTIMES);
+const filter = listArg("--filter", PARTS);
+const env = {
+  ...process.env,
+  NO_COLOR: "1",
+  SSEKIT_BENCH_QUICK: quick ? "1" : "0",
+};
+
+// --- processes ---------------------------------------------------------------
+
+/** Runs a command to completion (killed after `limitMs`); stderr is echoed. */
+function run(
+  command: string,
+  args: string[],
+  limitMs: number,
+): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, {
+      cwd: root,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => process.stderr.write(chunk));
+    const timer = setTimeout(() => {
+      process.stderr.write(
+        `killed after ${limitMs / 1000} s: ${command} ${args.join(" ")}\n`,
+      );
+      child.kill("SIGKILL");
+    }, limitMs);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), stdout });
+    });
+  });
+}
+
+async function version(runtime: Runtime): Promise<string> {
+  const { stdout } = await run(bin(runtime), ["--version"], 30_000);
+  return (stdout.trim().split("\n")[0] ?? "").replace(/ \(.*/, "");
+}
+
+// --- parse and encode ----------------------------------------------------------
+
+interface DenoBenchJson {
+  benches: {
+    group: string | null;
+    name: string;
+    results: { ok?: { avg: number; n: number } }[];
+  }[];
+}
+
+function parseBenchJson(stdout: string, errors: string[]): Micro[] {
+  const start = stdout.indexOf("{");
+  if (start === -1) {
+    errors.push("no JSON from the bench run");
+    return [];
+  }
+  const doc = JSON.parse(stdout.slice(start)) as DenoBenchJson;
+  const micro: Micro[] = [];
+  for (const b of doc.benches) {
+    const ok = b.results[0]?.ok;
+    if (!ok) {
+      errors.push(`${b.group}: ${b.name} failed`);
+      continue;
+    }
+    micro.push({ group: b.group ?? "", name: b.name, avgNs: ok.avg, n: ok.n });
+  }
+  return micro;
+}
+
+async function runMicro(
+  runtime: Runtime,
+  parts: Part[],
+  errors: string[],
+): Promise<Micro[]> {
+  const files = parts.filter((p) => p !== "e2e").map((p) =>
+    `bench/${p}_bench.ts`
+  );
+  if (!files.length) return [];
+  const limit = 10 * 60_000;
+  if (runtime === "deno") {
+    console.log(`\n$ deno bench -A --json ${files.join(" ")}`);
+    const { code, stdout } = await run(bin("deno"), [
+      "bench",
+      "-A",
+      "--json",
+      ...files,
+    ], limit);
+    if (code !== 0) errors.push(`deno bench exited with ${code}`);
+    return parseBenchJson(stdout, errors);
+  }
+  const micro: Micro[] = [];
+  for (const file of files) {
+    const args = runtime === "node" ? [file, "--json"] : [file, "--json"];
+    console.log(`\n$ ${runtime} ${args.join(" ")}`);
+    const { code, stdout } = await run(bin(runtime), args, limit);
+    if (code !== 0) errors.push(`${runtime} ${file} exited with ${code}`);
+    micro.push(...parseBenchJson(stdout, errors));
+  }
+  return micro;
+}
+
+// --- end to end -------------------------------------------------------------------
+
+function serverCommand(runtime: Runtime, impl: string): [string, string[]] {
+  const file = "bench/e2e/server.ts";
+  if (runtime === "deno") {
+    return [bin("deno"), ["run", "-A", "--v8-flags=--expose-gc", file, impl]];
+  }
+  if (runtime === "bun") return [bin("bun"), [file, impl]];
+  return [bin("node"), ["--expose-gc", file, impl]];
+}
+
+/** Starts a server and resolves with its port and a stop function. */
+function startServer(
+  runtime: Runtime,
+  impl: string,
+): Promise<{ port: number; stop(): void }> {
+  const [command, args] = serverCommand(runtime, impl);
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: root,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const stop = () => child.kill("SIGKILL");
+    const limit = setTimeout(stop, 5 * 60_000);
+    child.on("close", () => clearTimeout(limit));
+    let out = "";
+    child.stderr.on("data", (chunk: Buffer) => process.stderr.write(chunk));
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /ready (\d+)/.exec(out);
+      if (m) resolve({ port: Number(m[1]), stop });
+    });
+    child.on(
+      "close",
+      (code) =>
+        reject(
+          new Error(`${runtime} ${impl} server exited (${code}) before ready`),
+        ),
+    );
+    setTimeout(() => {
+      stop();
+      reject(new Error(`${runtime} ${impl} server not ready in 30 s`));
+    }, 30_000);
+  });
+}
+
+async function runE2e(
+  runtime: Runtime,
+  errors: string[],
+): Promise<{ rounds: Round[]; ttfeMs: Record<string, number> }> {
+  const rounds: Round[] = [];
+  const ttfeMs: Record<string, number> = {};
+  const spec = quick
+    ? "1:200000,100:20000,1000:2000"
+    : "1:2000000,100:200000,1000:20000";
+  const seconds = quick ? "0.3" : "1.5";
+  const samples = quick ? "5" : "25";
+  for (const impl of E2E_IMPLS) {
+    console.log(`\n$ e2e ${runtime} ${impl}`);
+    let server: { port: number; stop(): void } | undefined;
+    try {
+      server = await startServer(runtime, impl);
+      const { code, stdout } = await run(
+        bin("node"),
+        ["bench/e2e/client.ts", String(server.port), spec, samples, seconds],
+        3 * 60_000,
+      );
+      for (const line of stdout.split("\n").filter((l) => l.startsWith("{"))) {
+        const r = JSON.parse(line) as Partial<Round> & { ttfeMs?: number };
+        if (r.ttfeMs !== undefined) ttfeMs[impl] = r.ttfeMs;
+        else rounds.push({ ...(r as Round), impl });
+        console.log(`  ${line}`);
+      }
+      if (code !== 0) errors.push(`e2e ${impl}: client exited with ${code}`);
+    } catch (error) {
+      errors.push(
+        `e2e ${impl}: ${error instanceof Error ? error.message : error}`,
+      );
+    } finally {
+      server?.stop();
+    }
+  }
+  return { rounds, ttfeMs };
+}
+
+// --- figures ---------------------------------------------------------------------------
+
+/** Bytes and events per iteration of each micro-benchmark group. */
+function groupSizes(
+  quickRun: boolean,
+): Map<string, { bytes: number; events: number }> {
+  const sizes = new Map<string, { bytes: number; events: number }>();
+  for (const c of parseCases({ quick: quickRun })) {
+    sizes.set(c.group, { bytes: c.bytes.length, events: c.events });
+  }
+  for (const c of encodeCases({ quick: quickRun })) {
+    for (const form of ["function", "stream"]) {
+      sizes.set(`${c.group} ${form}`, {
+        bytes: c.bytes,
+        events: c.messages.length,
+      });
+    }
+  }
+  return sizes;
+}
+
+function floorOf(micro: Micro[], group: string): Micro | undefined {
+  return micro.find((m) =>
+    m.group === group && ROLES[m.name]?.role === "floor"
+  );
+}
+
+function bestPeer(
+  micro: Micro[],
+  group: string,
+  form: string,
+): Micro | undefined {
+  const peers = micro.filter((m) =>
+    m.group === group && ROLES[m.name]?.role === "peer" &&
+    ROLES[m.name]?.form === form
+  );
+  return peers.sort((a, b) => a.avgNs - b.avgNs)[0];
+}
+
+const fmt = (x: number, digits = 2): string =>
+  Number.isFinite(x) ? x.toFixed(digits) : "—";
+
+function rate(n: number): string {
+  if (!Number.isFinite(n)) return "—";
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return n.toFixed(0);
+}
+
+function printMicro(r: RuntimeResults): void {
+  const sizes = groupSizes(r.quick);
+  const groups = [...new Set(r.micro.map((m) => m.group))];
+  for (const group of groups) {
+    const size = sizes.get(group);
+    const floor = floorOf(r.micro, group);
+    console.log(`\n${r.runtime} · ${group}`);
+    console.log(
+      `  ${"".padEnd(36)}${"MB/s".padStart(9)}${"events/s".padStart(11)}${
+        "×floor".padStart(9)
+      }${"×best peer".padStart(12)}`,
+    );
+    for (const m of r.micro.filter((m) => m.group === group)) {
+      const seconds = m.avgNs / 1e9;
+      const role = ROLES[m.name];
+      const peer = role && role.role !== "floor"
+        ? bestPeer(r.micro, group, role.form)
+        : undefined;
+      console.log(
+        `  ${m.name.padEnd(36)}${
+          fmt(size ? size.bytes / 1e6 / seconds : NaN, 0).padStart(9)
+        }${rate(size ? size.events / seconds : NaN).padStart(11)}${
+          fmt(floor ? m.avgNs / floor.avgNs : NaN).padStart(9)
+        }${(peer && peer !== m ? fmt(m.avgNs / peer.avgNs) : "").padStart(12)}`,
+      );
+    }
+  }
+}
+
+function printE2e(r: RuntimeResults): void {
+  if (!r.e2e.length) return;
+  console.log(
+    `\n${r.runtime} · end to end (server on ${r.runtime}, client on node)`,
+  );
+  console.log(
+    `  ${"impl".padEnd(12)}${"C".padStart(6)}${"events/s".padStart(11)}${
+      "×floor".padStart(8)
+    }${"RSS/conn".padStart(10)}`,
+  );
+  for (const round of r.e2e) {
+    const floor = r.e2e.find((f) =>
+      f.impl === "floor" && f.clients === round.clients
+    );
+    console.log(
+      `  ${round.impl.padEnd(12)}${String(round.clients).padStart(6)}${
+        rate(round.eventsPerSecond).padStart(11)
+      }${
+        fmt(floor ? round.eventsPerSecond / floor.eventsPerSecond : NaN)
+          .padStart(8)
+      }${`${fmt(round.rssPerIdleConnection / 1024, 1)} KiB`.padStart(10)}`,
+    );
+  }
+  for (const [impl, ms] of Object.entries(r.ttfeMs)) {
+    console.log(`  time to first event, ${impl}: ${fmt(ms)} ms`);
+  }
+}
+
+// --- targets ------------------------------------------------------------------------------
+
+/** A target's outcome on one runtime. */
+interface Outcome {
+  target: string;
+  /** The measured figure, e.g. `1.32× floor`. */
+  value: string;
+  pass: boolean;
+}
+
+function microRatio(
+  r: RuntimeResults,
+  group: string,
+  name: string,
+  against: string,
+): number {
+  const m = r.micro.find((x) => x.group === group && x.name === name);
+  const base = r.micro.find((x) => x.group === group && x.name === against);
+  return m && base ? m.avgNs / base.avgNs : NaN;
+}
+
+function targets(r: RuntimeResults): Outcome[] {
+  const out: Outcome[] = [];
+  const groups = [...new Set(r.micro.map((m) => m.group))];
+  const parser = "ssekit ServerSentEventParser";
+  const parserStream = "ssekit ServerSentEventParserStream";
+  for (const group of groups.filter((g) => g.startsWith("parse "))) {
+    const limit = group.includes("MiB-line")
+      ? 2
+      : group.includes(" 64KiB ")
+      ? 1.25
+      : 1.5;
+    const vsFloor = microRatio(r, group, parser, "floor");
+    out.push({
+      target: `${group}: ServerSentEventParser ≤ ${limit}× floor`,
+      value: `${fmt(vsFloor)}×`,
+      pass: vsFloor <= limit,
+    });
+    const vsEp = microRatio(r, group, parser, "eventsource-parser");
+    out.push({
+      target: `${group}: ServerSentEventParser faster than eventsource-parser`,
+      value: `${fmt(vsEp)}× its time`,
+      pass: vsEp < 1,
+    });
+    const speedup = 1 /
+      microRatio(r, group, parserStream, "eventsource-parser (stream)");
+    out.push({
+      target:
+        `${group}: ServerSentEventParserStream ≥ 2× TextDecoderStream → EventSourceParserStream`,
+      value: `${fmt(speedup)}× its throughput`,
+      pass: speedup >= 2,
+    });
+  }
+  for (const group of groups.filter((g) => g.startsWith("encode "))) {
+    const stream = group.endsWith(" stream");
+    const name = stream
+      ? "ssekit ServerSentEventStream"
+      : "ssekit encodeServerSentEvent";
+    const limit = stream ? 1.15 : 1.5;
+    const ratio = microRatio(
+      r,
+      group,
+      name,
+      stream ? "floor (stream)" : "floor",
+    );
+    out.push({
+      target: `${group}: ${name.slice(7)} ≤ ${limit}× floor`,
+      value: `${fmt(ratio)}×`,
+      pass: ratio <= limit,
+    });
+  }
+  if (r.e2e.length) {
+    const at = (impl: string) =>
+      r.e2e.find((x) => x.impl === impl && x.clients === 1000);
+    const ssekit = at("ssekit");
+    const floor = at("floor");
+    const share = ssekit && floor
+      ? ssekit.eventsPerSecond / floor.eventsPerSecond
+      : NaN;
+    out.push({
+      target: "e2e C=1000: ssekit ≥ 70 % of the batched floor's events/s",
+      value: `${fmt(share * 100, 0)} %`,
+      pass: share >= 0.7,
+    });
+    const ttfe = (r.ttfeMs.ssekit ?? NaN) / (r.ttfeMs.floor ?? NaN);
+    out.push({
+      target: "e2e: time to first event ≤ 1.2× the floor's",
+      value: `${fmt(ttfe)}×`,
+      pass: ttfe <= 1.2,
+    });
+    const rss = ssekit && floor
+      ? ssekit.rssPerIdleConnection / floor.rssPerIdleConnection
+      : NaN;
+    out.push({
+      target: "e2e C=1000: RSS per idle connection ≤ 1.2× the floor's",
+      value: `${fmt(rss)}×`,
+      pass: rss <= 1.2,
+    });
+  }
+  return out;
+}
+
+// --- RESULTS.md -------------------------------------------------------------------------
+
+function machine(results: RuntimeResults[]): string[] {
+  const cpu = cpus();
+  return [
+    `- Machine: ${cpu.length} logical CPUs (\`nproc\`), ${
+      cpu[0]?.model ?? "unknown CPU"
+    }, ${process.platform} ${process.arch}.`,
+    `- Runtimes: ${
+      results.map((r) =>
+        `${r.version} (run ${r.date}${r.quick ? ", --quick" : ""})`
+      ).join("; ")
+    }.`,
+    "- Rerun: `npm run bench` (all), `npm run bench:check` (exits non-zero on a MISS),",
+    "  `node_modules/.bin/node bench/run.ts --only deno|bun|node --filter parse|encode|e2e [--quick]`.",
+  ];
+}
+
+function writeResultsMd(results: RuntimeResults[]): void {
+  const lines: string[] = [
+    "# ssekit benchmark results",
+    "",
+    "Generated by `bench/run.ts` from `bench/results/*.json`; do not edit by hand.",
+    "Ratios are from one run; each runtime's floor is measured in the same run.",
+    "",
+    ...machine(results),
+    "",
+    "## Targets",
+    "",
+    `| target | ${results.map((r) => r.runtime).join(" | ")} |`,
+    `| --- | ${results.map(() => "---").join(" | ")} |`,
+  ];
+  const perRuntime = results.map((r) =>
+    new Map(targets(r).map((o) => [o.target, o]))
+  );
+  const names = [...new Set(perRuntime.flatMap((m) => [...m.keys()]))];
+  for (const name of names) {
+    const cells = perRuntime.map((m) => {
+      const o = m.get(name);
+      return o ? `${o.value} ${o.pass ? "PASS" : "**MISS**"}` : "not run";
+    });
+    lines.push(`| ${name} | ${cells.join(" | ")} |`);
+  }
+  lines.push(
+    "",
+    "## Parse and encode: time per pass as a multiple of the floor (MB/s)",
+    "",
+    "Floors: parse — one streaming `TextDecoder` pass plus a newline scan over the",
+    "same chunks; encode — `TextEncoder` over pre-formatted strings (stream: the",
+    "same through a bare `TransformStream`). Lower × is better.",
+    "",
+    `| case | implementation | ${results.map((r) => r.runtime).join(" | ")} |`,
+    `| --- | --- | ${results.map(() => "---").join(" | ")} |`,
+  );
+  const sizes = groupSizes(results[0]?.quick ?? false);
+  const rows = new Map<string, [string, string]>();
+  for (const r of results) {
+    for (const m of r.micro) {
+      rows.set(`${m.group}\u0000${m.name}`, [m.group, m.name]);
+    }
+  }
+  for (const [key, [group, name]] of rows) {
+    const cells = results.map((r) => {
+      const m = r.micro.find((x) => `${x.group}\u0000${x.name}` === key);
+      const floor = floorOf(r.micro, group);
+      const size = groupSizes(r.quick).get(group) ?? sizes.get(group);
+      if (!m || !floor || !size) return "—";
+      return `${fmt(m.avgNs / floor.avgNs)}× (${
+        fmt(size.bytes / 1e6 / (m.avgNs / 1e9), 0)
+      })`;
+    });
+    lines.push(`| ${group} | ${name} | ${cells.join(" | ")} |`);
+  }
+  const jsextSkipped = results.some((r) =>
+    r.micro.some((m) => m.group.includes("MiB-line")) &&
+    !r.micro.some((m) =>
+      m.group.includes("MiB-line") && m.name === "jsext EventConsumer"
+    )
+  );
+  if (jsextSkipped) {
+    lines.push(
+      "",
+      "jsext's EventConsumer is not run on the 8 MiB line: it re-splits its whole",
+      "buffer on every chunk (quadratic), tens of seconds per pass.",
+    );
+  }
+  lines.push(
+    "",
+    "## End to end: delivered events/s (× the floor), 127.0.0.1",
+    "",
+    "Server on the runtime's own HTTP server (Deno.serve, Bun.serve, node:http),",
+    "client a separate Node process on raw sockets; ~85 B events; each round sends",
+    "for about 1.5 s. Floor: a bare server writing pre-encoded events, 64 per chunk.",
+    "Hono on node:http runs through a minimal fetch adapter (what @hono/node-server does).",
+    "",
+    `| implementation | C | ${results.map((r) => r.runtime).join(" | ")} |`,
+    `| --- | --- | ${results.map(() => "---").join(" | ")} |`,
+  );
+  const e2eKeys = new Map<string, [string, number]>();
+  for (const r of results) {
+    for (const x of r.e2e) {
+      e2eKeys.set(`${x.impl}/${x.clients}`, [x.impl, x.clients]);
+    }
+  }
+  for (const [, [impl, clients]] of e2eKeys) {
+    const cells = results.map((r) => {
+      const x = r.e2e.find((y) => y.impl === impl && y.clients === clients);
+      const floor = r.e2e.find((y) =>
+        y.impl === "floor" && y.clients === clients
+      );
+      if (!x) return "—";
+      return `${rate(x.eventsPerSecond)} (${
+        fmt(floor ? x.eventsPerSecond / floor.eventsPerSecond : NaN)
+      }×)`;
+    });
+    lines.push(`| ${impl} | ${clients} | ${cells.join(" | ")} |`);
+  }
+  lines.push(
+    "",
+    `| implementation | ${
+      results.map((r) => `${r.runtime} first event`).join(" | ")
+    } | ${
+      results.map((r) => `${r.runtime} RSS/idle conn (C=1000)`).join(" | ")
+    } |`,
+    `| --- | ${results.map(() => "---").join(" | ")} | ${
+      results.map(() => "---").join(" | ")
+    } |`,
+  );
+  for (const impl of E2E_IMPLS) {
+    const ttfe = results.map((r) =>
+      r.ttfeMs[impl] === undefined ? "—" : `${fmt(r.ttfeMs[impl]!)} ms`
+    );
+    const rss = results.map((r) => {
+      const x = r.e2e.find((y) => y.impl === impl && y.clients === 1000);
+      return x ? `${fmt(x.rssPerIdleConnection / 1024, 1)} KiB` : "—";
+    });
+    lines.push(`| ${impl} | ${ttfe.join(" | ")} | ${rss.join(" | ")} |`);
+  }
+  const errors = results.flatMap((r) =>
+    r.errors.map((e) => `- ${r.runtime}: ${e}`)
+  );
+  if (errors.length) lines.push("", "## Errors in the last run", "", ...errors);
+  writeFileSync(join(benchDir, "RESULTS.md"), lines.join("\n") + "\n");
+}
+
+// --- main ---------------------------------------------------------------------------------
+
+function load(runtime: Runtime): RuntimeResults | undefined {
+  const path = join(resultsDir, `${runtime}.json`);
+  return existsSync(path)
+    ? JSON.parse(readFileSync(path, "utf8")) as RuntimeResults
+    : undefined;
+}
+
+async function main(): Promise<number> {
+  if (!process.version.startsWith("v24.")) {
+    console.error(
+      `bench/run.ts must run on the project's Node 24 (node_modules/.bin/node), not ${process.version}.`,
+    );
+    return 1;
+  }
+  mkdirSync(resultsDir, { recursive: true });
+  const started = performance.now();
+  const outcomes: [Runtime, Outcome][] = [];
+  let failed = false;
+  for (const runtime of only) {
+    const previous = load(runtime);
+    const errors: string[] = [];
+    const result: RuntimeResults = {
+      runtime,
+      version: `${runtime} ${await version(runtime)}`.replace(
+        /^deno deno/,
+        "deno",
+      ),
+      date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+      quick,
+      micro: [],
+      e2e: previous?.quick === quick ? previous.e2e ?? [] : [],
+      ttfeMs: previous?.quick === quick ? previous.ttfeMs ?? {} : {},
+      errors,
+    };
+    // Keep an earlier run's figures for the parts not run now (same mode only).
+    if (previous?.quick === quick) {
+      result.micro = (previous.micro ?? []).filter((m) =>
+        !filter.some((part) => m.group.startsWith(`${part} `))
+      );
+    }
+    result.micro.push(...await runMicro(runtime, filter, errors));
+    if (filter.includes("e2e")) {
+      const { rounds, ttfeMs } = await runE2e(runtime, errors);
+      result.e2e = rounds;
+      result.ttfeMs = ttfeMs;
+    }
+    writeFileSync(
+      join(resultsDir, `${runtime}.json`),
+      JSON.stringify(result, null, 2) + "\n",
+    );
+    printMicro(result);
+    printE2e(result);
+    for (const o of targets(result)) outcomes.push([runtime, o]);
+    if (errors.length) {
+      failed = true;
+      console.log(`\n${runtime} errors:\n  ${errors.join("\n  ")}`);
+    }
+  }
+
+  const all = RUNTIMES.map(load).filter((r): r is RuntimeResults =>
+    r !== undefined
+  );
+  writeResultsMd(all);
+
+  console.log("\nTargets");
+  for (const [runtime, o] of outcomes) {
+    console.log(
+      `  ${o.pass ? "PASS" : "MISS"}  ${
+        runtime.padEnd(5)
+      } ${o.target}: ${o.value}`,
+    );
+  }
+  const missed = outcomes.filter(([, o]) => !o.pass).length;
+  console.log(
+    `\n${outcomes.length - missed} passed, ${missed} missed; ${
+      fmt((performance.now() - started) / 1000, 0)
+    } s; wrote bench/results/*.json and bench/RESULTS.md (${
+      readdirSync(resultsDir).length
+    } result files)`,
+  );
+  if (check && (missed > 0 || failed)) return 1;
+  return failed ? 1 : 0;
+}
+
+process.exit(await main());
