@@ -40,6 +40,7 @@ const RECENT_TICKS = 120;
 const RECENT_CHAT = 50;
 const MAX_NAME = 24;
 const MAX_TEXT = 280;
+const MAX_BODY = 4096;
 
 function option(name: string, env: string, fallback: string): string {
   const at = Deno.args.indexOf(`--${name}`);
@@ -173,9 +174,15 @@ function events(request: Request): Response {
 }
 
 async function chat(request: Request): Promise<Response> {
+  const tooLarge = json({ error: `expected at most ${MAX_BODY} bytes` }, 413);
+  if (Number(request.headers.get("content-length") ?? 0) > MAX_BODY) {
+    return tooLarge;
+  }
   let body: unknown;
   try {
-    body = await request.json();
+    const text = await request.text();
+    if (text.length > MAX_BODY) return tooLarge;
+    body = JSON.parse(text);
   } catch {
     return json({ error: "expected a JSON body" }, 400);
   }

@@ -96,8 +96,17 @@ function setState(state) {
 }
 
 async function start() {
-  const response = await fetch("/state");
-  const snapshot = await response.json();
+  let snapshot;
+  try {
+    const response = await fetch("/state");
+    if (!response.ok) throw new Error(`GET /state: ${response.status}`);
+    snapshot = await response.json();
+  } catch {
+    // The server is down right now: try again, as EventSource would.
+    setState("CONNECTING");
+    setTimeout(start, 1000);
+    return;
+  }
   ticks = [];
   $("messages").replaceChildren();
   for (const tick of snapshot.ticks) onTick(tick, tick.id);
