@@ -234,6 +234,10 @@ export class ServerSentEventParser {
     let nextLF = text.indexOf("\n", position);
     let nextCR = text.indexOf("\r", position);
     while (position < length) {
+      if (nextCR === -1 && this.#pieces.length === 0) {
+        position = this.#lfOnlyLines(text, position);
+        break;
+      }
       if (nextLF !== -1 && nextLF < position) {
         nextLF = text.indexOf("\n", position);
       }
@@ -270,6 +274,51 @@ export class ServerSentEventParser {
     }
   }
 
+  /**
+   * The hot path for the usual CR-free text: processes every LF-terminated
+   * line from `position` and returns where the unterminated rest starts.
+   * Data lines and single-line events are handled inline.
+   */
+  #lfOnlyLines(text: string, position: number): number {
+    let lf = text.indexOf("\n", position);
+    while (lf !== -1) {
+      if (lf === position) {
+        this.#dispatch();
+      } else if (
+        text.charCodeAt(position) === 100 && // d
+        text.charCodeAt(position + 1) === 97 && // a
+        text.charCodeAt(position + 2) === 116 && // t
+        text.charCodeAt(position + 3) === 97 && // a
+        text.charCodeAt(position + 4) === COLON
+      ) {
+        const value = text.slice(
+          text.charCodeAt(position + 5) === SPACE ? position + 6 : position + 5,
+          lf,
+        );
+        if (!this.#hasData && text.charCodeAt(lf + 1) === LF) {
+          // A whole one-line event: dispatch without the data buffer.
+          if (value.length > this.#maxEventSize) this.#checkSize(value.length);
+          this.#lastEventId = this.#lastEventIdBuffer;
+          const eventType = this.#eventType;
+          this.#eventType = "";
+          this.#onEvent({
+            type: eventType === "" ? "message" : eventType,
+            data: value,
+            lastEventId: this.#lastEventId,
+          });
+          lf++;
+        } else {
+          this.#appendData(value);
+        }
+      } else {
+        this.#line(text, position, lf);
+      }
+      position = lf + 1;
+      lf = text.indexOf("\n", position);
+    }
+    return position;
+  }
+
   /** Processes the line `text[start, end)`. */
   #line(text: string, start: number, end: number): void {
     if (start === end) return this.#dispatch();
@@ -286,13 +335,7 @@ export class ServerSentEventParser {
           text.charCodeAt(start + 3) === 97 // a
         ) {
           const value = fieldValue(text, start + 4, end);
-          if (value === undefined) return;
-          if (this.#hasData) this.#data += "\n" + value;
-          else {
-            this.#data = value;
-            this.#hasData = true;
-          }
-          this.#checkSize(this.#data.length);
+          if (value !== undefined) this.#appendData(value);
         }
         return;
       case 101: // e
@@ -327,6 +370,17 @@ export class ServerSentEventParser {
           }
         }
         return;
+    }
+  }
+
+  #appendData(value: string): void {
+    if (this.#hasData) this.#data += "\n" + value;
+    else {
+      this.#data = value;
+      this.#hasData = true;
+    }
+    if (this.#data.length > this.#maxEventSize) {
+      this.#checkSize(this.#data.length);
     }
   }
 

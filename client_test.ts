@@ -462,6 +462,19 @@ describe("ServerSentEventParser: maxEventSize", () => {
         ) parser.push(chunk);
       }, tooLarge);
     });
+    test(`a one-line event over the limit throws a RangeError (${name})`, () => {
+      const events: ServerSentEvent[] = [];
+      const parser = new ServerSentEventParser({
+        onEvent: (e) => events.push(e),
+        maxEventSize: 10,
+      });
+      assert.throws(() => {
+        for (const chunk of chunking(encoder.encode("data: 0123456789a\n\n"))) {
+          parser.push(chunk);
+        }
+      }, tooLarge);
+      assert.deepEqual(events, []);
+    });
     test(`data lines over the limit throw a RangeError (${name})`, () => {
       const events: ServerSentEvent[] = [];
       const parser = new ServerSentEventParser({
