@@ -82,6 +82,47 @@ function webFetch(origin: string) {
     fetch(origin + path, init);
 }
 
+/**
+ * The same response, with a body that pulls from the original one chunk at a
+ * time (backpressure unchanged) and that `streaming`'s function ends.
+ */
+function endable(response: Response, streaming: Set<() => void>): Response {
+  if (!response.body) return response;
+  const reader = response.body.getReader();
+  let end = () => {};
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      end = () => {
+        streaming.delete(end);
+        try {
+          controller.close();
+        } catch {
+          // Already closed or cancelled.
+        }
+        reader.cancel(new Error("the test server closed")).catch(() => {});
+      };
+      streaming.add(end);
+    },
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (!streaming.has(end)) return;
+      if (done) {
+        streaming.delete(end);
+        controller.close();
+      } else controller.enqueue(value);
+    },
+    cancel(reason) {
+      streaming.delete(end);
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
 /** `Deno.serve` on Deno, `Bun.serve` (default options) on Bun. */
 export const webServer: ServerKind = {
   name: runtime === "bun" ? "Bun.serve" : "Deno.serve",
@@ -90,9 +131,12 @@ export const webServer: ServerKind = {
     : undefined,
   start({ web }) {
     if (g.Deno) {
+      // Deno's shutdown() waits for every response to finish; an event stream
+      // never does, so close() ends the bodies still streaming first.
+      const streaming = new Set<() => void>();
       const server = g.Deno.serve(
         { port: 0, hostname: "127.0.0.1", onListen() {} },
-        web,
+        async (request) => endable(await web(request), streaming),
       );
       const origin = `http://127.0.0.1:${server.addr.port}`;
       return Promise.resolve({
@@ -100,6 +144,7 @@ export const webServer: ServerKind = {
         http2: false,
         fetch: webFetch(origin),
         async close() {
+          for (const end of streaming) end();
           await server.shutdown();
         },
       });
