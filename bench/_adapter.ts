@@ -17,11 +17,34 @@ import { measure } from "mitata";
 export const quick: boolean = process.env.SSEKIT_BENCH_QUICK === "1";
 
 /**
+ * Whether bench files should register each group's benches in reverse order
+ * (`SSEKIT_BENCH_REVERSE=1`; `run.ts` alternates passes).
+ */
+export const reverse: boolean = process.env.SSEKIT_BENCH_REVERSE === "1";
+
+/**
  * Per-bench options: a fixed small iteration count in quick runs, the
  * runtime's adaptive default otherwise.
  */
 export function benchOptions(): { n?: number; warmup?: number } {
   return quick ? { n: 30, warmup: 10 } : {};
+}
+
+/** What the bench files pass to {@linkcode benchGroup}. */
+export interface GroupBench {
+  name: string;
+  group: string;
+  baseline?: boolean;
+  fn: () => void | Promise<void>;
+}
+
+/**
+ * Registers one group's benches with `Deno.bench` (with
+ * {@linkcode benchOptions}), in reverse order when {@linkcode reverse}.
+ */
+export function benchGroup(benches: GroupBench[]): void {
+  const ordered = reverse ? [...benches].reverse() : benches;
+  for (const bench of ordered) Deno.bench({ ...benchOptions(), ...bench });
 }
 
 /** The name of the runtime running the benches. */

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { benchOptions, quick } from "./_adapter.ts";
+import { benchGroup, type GroupBench, quick } from "./_adapter.ts";
 import { type EncodeCase, encodeCases } from "./_cases.ts";
 import { loadSsekit, type Message } from "./_ssekit.ts";
 import { encode as eventsourceEncode } from "eventsource-encoder";
@@ -195,19 +195,17 @@ for (const c of encodeCases({ quick })) {
   for (const [group, encoders, floorEncode] of forms) {
     const floorName = group.endsWith("stream") ? "floor (stream)" : "floor";
     await verify(floorName, c, floorEncode);
-    Deno.bench({
-      ...benchOptions(),
+    const benches: GroupBench[] = [{
       name: floorName,
       group,
       baseline: true,
       async fn() {
         await floorEncode(c, undefined);
       },
-    });
+    }];
     for (const [name, encode] of encoders) {
       await verify(name, c, encode);
-      Deno.bench({
-        ...benchOptions(),
+      benches.push({
         name,
         group,
         async fn() {
@@ -215,5 +213,6 @@ for (const c of encodeCases({ quick })) {
         },
       });
     }
+    benchGroup(benches);
   }
 }

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { benchOptions, quick } from "./_adapter.ts";
+import { benchGroup, type GroupBench, quick } from "./_adapter.ts";
 import { type ParseCase, parseCases } from "./_cases.ts";
 import { loadSsekit } from "./_ssekit.ts";
 import { createParser } from "eventsource-parser";
@@ -159,15 +159,14 @@ for (const c of parseCases({ quick })) {
       `${c.group}: floor counted ${got.events} newlines, expected ${expectedLines}`,
     );
   }
-  Deno.bench({
-    ...benchOptions(),
+  const benches: GroupBench[] = [{
     name: "floor",
     group: c.group,
     baseline: true,
     fn() {
       floor(c);
     },
-  });
+  }];
   for (const [name, parse] of parsers) {
     if (skip(name, c)) continue;
     const tally = await parse(c);
@@ -182,8 +181,7 @@ for (const c of parseCases({ quick })) {
         `warning: ${c.group}: ${name} data length ${tally.dataLength}, expected ${c.dataLength}`,
       );
     }
-    Deno.bench({
-      ...benchOptions(),
+    benches.push({
       name,
       group: c.group,
       async fn() {
@@ -191,4 +189,5 @@ for (const c of parseCases({ quick })) {
       },
     });
   }
+  benchGroup(benches);
 }
