@@ -427,6 +427,20 @@ function closedError(reason: string): DOMException {
   );
 }
 
+/** A `close` event: a `CloseEvent` where the runtime has one. */
+function closeEvent(wasClean: boolean, reason: string): Event {
+  if (typeof CloseEvent === "function") {
+    return new CloseEvent("close", { wasClean, reason });
+  }
+  const event = new Event("close");
+  Object.defineProperties(event, {
+    wasClean: { value: wasClean },
+    reason: { value: reason },
+    code: { value: 0 },
+  });
+  return event;
+}
+
 function checkNonNegative(name: string, value: number): number {
   if (typeof value !== "number" || !(value >= 0) || value === Infinity) {
     throw new RangeError(
@@ -501,7 +515,8 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  *
  * **For channels.** {@linkcode EventEndpoint.write} takes already-encoded
  * event-stream text or bytes; `bufferedAmount`, `droppedCount`, `closed`,
- * `lastEventId` and the `close` event are what a broadcaster observes.
+ * `highWaterMark`, `lastEventId` and the `close` event are what a broadcaster
+ * observes.
  *
  * @example Web (Deno.serve, Bun.serve, Hono)
  * ```ts
@@ -748,6 +763,15 @@ export class EventEndpoint extends EventTarget {
     return this.#partsSize + (this.#nodeResponse?.writableLength ?? 0);
   }
 
+  /**
+   * The per-client bound on {@linkcode EventEndpoint.bufferedAmount}, from
+   * {@linkcode EventEndpointOptions.highWaterMark} (a channel uses it as the
+   * member's mark).
+   */
+  get highWaterMark(): number {
+    return this.#highWaterMark;
+  }
+
   /** Messages discarded by the `"drop"` {@linkcode OverflowPolicy}. */
   get droppedCount(): number {
     return this.#droppedCount;
@@ -799,6 +823,79 @@ export class EventEndpoint extends EventTarget {
       );
     }
     return this.#accept(encoded);
+  }
+
+  /**
+   * Adds a listener; `close` listeners get a `CloseEvent` (`wasClean` is
+   * `false` when the client went away or a write failed; `reason` says why).
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  override addEventListener(
+    type: "close",
+    listener: (this: EventEndpoint, event: CloseEvent) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /**
+   * Adds a listener.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(
+      type,
+      listener as EventListenerOrEventListenerObject | null,
+      options,
+    );
+  }
+
+  /**
+   * Removes a listener.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  override removeEventListener(
+    type: "close",
+    listener: (this: EventEndpoint, event: CloseEvent) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /**
+   * Removes a listener.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: unknown,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    super.removeEventListener(
+      type,
+      listener as EventListenerOrEventListenerObject | null,
+      options,
+    );
   }
 
   /**
@@ -1036,6 +1133,8 @@ export class EventEndpoint extends EventTarget {
         this.#armHeartbeat(Math.max(1, this.#heartbeat - idle));
       }
     }, delay);
+    // A heartbeat alone must not keep a process alive: the server does.
+    (this.#timer as { unref?: () => void }).unref?.();
   }
 
   #stopHeartbeat(): void {
@@ -1097,6 +1196,6 @@ export class EventEndpoint extends EventTarget {
       for (const p of this.#drainPending) p.resolve();
       this.#drainPending = [];
     }
-    super.dispatchEvent(new CloseEvent("close", { wasClean, reason }));
+    super.dispatchEvent(closeEvent(wasClean, reason));
   }
 }

@@ -379,9 +379,7 @@ async function readText(
 
 function onClose(target: EventEndpoint): Promise<CloseEvent> {
   return new Promise((resolve) =>
-    target.addEventListener("close", (e) => resolve(e as CloseEvent), {
-      once: true,
-    })
+    target.addEventListener("close", (e) => resolve(e), { once: true })
   );
 }
 
@@ -613,6 +611,8 @@ describe("EventEndpoint (in memory)", () => {
       message: /reconnectionTime -1/,
     });
     assert.throws(make({ reconnectionTime: 0.5 }), RangeError);
+    assert.equal(endpoint({ highWaterMark: 10 }).highWaterMark, 10);
+    assert.equal(endpoint().highWaterMark, 1024 * 1024);
     assert.throws(make({ heartbeat: -5 }), {
       name: "RangeError",
       message: /heartbeat/,
@@ -723,15 +723,22 @@ describe("EventEndpoint (in memory)", () => {
   });
 
   test("sends a heartbeat comment after the heartbeat interval without writes", async () => {
-    const e = endpoint({ heartbeat: 20 });
-    const reader = e.response!.body!.getReader();
-    assert.equal(await readText(reader), ":\n");
-    assert.equal(await readText(reader), ":\n");
-    e.send("x");
-    assert.equal(await readText(reader), "data:x\n\n");
-    assert.equal(await readText(reader), ":\n");
-    e.close();
-    assert.equal(await readText(reader), null);
+    // The heartbeat timer is unref'd (it must not keep a process alive), and
+    // nothing else here would keep the event loop running.
+    const keepAlive = setInterval(() => {}, 1000);
+    try {
+      const e = endpoint({ heartbeat: 20 });
+      const reader = e.response!.body!.getReader();
+      assert.equal(await readText(reader), ":\n");
+      assert.equal(await readText(reader), ":\n");
+      e.send("x");
+      assert.equal(await readText(reader), "data:x\n\n");
+      assert.equal(await readText(reader), ":\n");
+      e.close();
+      assert.equal(await readText(reader), null);
+    } finally {
+      clearInterval(keepAlive);
+    }
   });
 });
 
