@@ -30,7 +30,8 @@ export function renderReadme(
   return readme.replace(INCLUDE, (_, path: string) => {
     const text = read(path).trimEnd();
     const body = path.endsWith(".md") ? text : "```ts\n" + text + "\n```";
-    return `<!-- include: ${path} -->\n${body}\n<!-- /include -->`;
+    // Blank lines around the body, as `deno fmt` writes them.
+    return `<!-- include: ${path} -->\n\n${body}\n\n<!-- /include -->`;
   });
 }
 

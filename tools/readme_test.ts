@@ -24,8 +24,8 @@ describe("README.md", () => {
       "<!-- include: t.md -->\n<!-- /include -->\n";
     assert.equal(
       renderReadme(readme, (path) => files[path]!),
-      "# T\n<!-- include: a.ts -->\n```ts\nlet a = 1;\n```\n<!-- /include -->\n" +
-        "<!-- include: t.md -->\n| x |\n<!-- /include -->\n",
+      "# T\n<!-- include: a.ts -->\n\n```ts\nlet a = 1;\n```\n\n<!-- /include -->\n" +
+        "<!-- include: t.md -->\n\n| x |\n\n<!-- /include -->\n",
     );
   });
 });
