@@ -4,7 +4,7 @@
  *
  * A block `<!-- include: examples/x.ts -->` … `<!-- /include -->` holds a copy
  * of that file: TypeScript as a fenced `ts` block, Markdown (the generated
- * conformance, interop and benchmark tables) as it is.
+ * conformance, interop and benchmark tables) as it is, less its title.
  *
  * Usage: `node tools/readme.ts` rewrites README.md; with `--check` it only
  * reports, and exits 1, when README.md is out of date.
@@ -29,10 +29,20 @@ export function renderReadme(
 ): string {
   return readme.replace(INCLUDE, (_, path: string) => {
     const text = read(path).trimEnd();
-    const body = path.endsWith(".md") ? text : "```ts\n" + text + "\n```";
+    const body = path.endsWith(".md")
+      ? withoutTitle(text)
+      : "```ts\n" + text + "\n```";
     // Blank lines around the body, as `deno fmt` writes them.
     return `<!-- include: ${path} -->\n\n${body}\n\n<!-- /include -->`;
   });
+}
+
+/**
+ * A generated Markdown file without its leading comment and `#` title: the
+ * README section that includes it has its own heading.
+ */
+function withoutTitle(markdown: string): string {
+  return markdown.replace(/^(<!--[\s\S]*?-->\s*)?#\s[^\n]*\n+/, "");
 }
 
 const root = new URL("../", import.meta.url);
