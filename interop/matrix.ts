@@ -170,7 +170,11 @@ async function clientSide(kind: ServerKind): Promise<Row[]> {
     const cells = (key: string, observation: Observation) => {
       const judged = judge(key, observation, log.of(key));
       for (const [check, reason] of Object.entries(kind.unsupported ?? {})) {
-        judged[check as Check] = { result: "n/a", detail: reason };
+        const cell = judged[check as Check];
+        judged[check as Check] = {
+          result: "n/a",
+          detail: `${reason} (observed: ${cell.detail ?? "passed anyway"})`,
+        };
       }
       return judged;
     };

@@ -102,6 +102,11 @@ export function render(files: [name: string, results: Results][]): string {
     "`lastEventId`, `retry` checks that it reports the server's values, and",
     "`204 stops` that it refuses the 204 response with a `TypeError`.",
     "",
+    "Regenerate: `npm test` runs `interop/interop_test.ts` on Node, Deno and",
+    "Bun (one section each: servers on that runtime; the external clients run",
+    "as their own processes); `npm run test:browser` runs `interop/browser.ts`",
+    "(headless Chromium).",
+    "",
   ];
   for (const [name, results] of sorted) {
     out.push(`## Servers on ${results.host} (\`results/${name}.json\`)`, "");

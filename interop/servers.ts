@@ -200,7 +200,7 @@ export const betterSseServer: ServerKind = {
   title: "better-sse",
   unsupported: {
     "multi-line":
-      "better-sse writes a serialized value as one data: field (line breaks are normalized, not split into data: lines), so text with line breaks does not survive its raw-string serializer; its default JSON serializer escapes them instead",
+      "better-sse writes a serialized value after a single data: (its sanitizer normalizes line breaks but does not start a data: line per line), so text with line breaks cannot be sent with a raw-string serializer; its default JSON serializer escapes them instead",
   },
   async start(log) {
     const served = await serveNode(async (req, res) => {
