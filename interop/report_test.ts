@@ -1,0 +1,47 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { failures, render, type Results } from "./report.ts";
+import { CHECKS } from "./scenario.ts";
+
+const pass = Object.fromEntries(
+  CHECKS.map((check) => [check, { result: "pass" as const }]),
+);
+
+const results: Results = {
+  host: "Test 1.0",
+  rows: [
+    { pair: "a → b", server: "a | pipe", client: "b", cells: pass },
+    {
+      pair: "c → d",
+      server: "c",
+      client: "d",
+      cells: {
+        ...pass,
+        "retry": { result: "fail", detail: "expected 1, got 2" },
+        "multi-line": { result: "n/a", detail: "not supported" },
+      },
+    },
+  ],
+};
+
+test("render: a row per pair, a column per check, notes for fail and n/a", () => {
+  const markdown = render([["on-test", results]]);
+  const lines = markdown.split("\n");
+  assert.ok(lines.includes("## Servers on Test 1.0 (`results/on-test.json`)"));
+  const header = lines.find((line) => line.startsWith("| server |"));
+  assert.equal(header, `| server | → client | ${CHECKS.join(" | ")} |`);
+  assert.ok(
+    lines.includes(
+      `| a \\| pipe | b | ${CHECKS.map(() => "pass").join(" | ")} |`,
+    ),
+  );
+  const row = lines.find((line) => line.startsWith("| c | d |"));
+  assert.ok(row?.includes("**FAIL** [2]"), row);
+  assert.ok(row?.includes("n/a [1]"), row);
+  assert.ok(lines.includes("1. not supported"));
+  assert.ok(lines.includes("2. expected 1, got 2"));
+});
+
+test("failures: one line per failed cell, n/a is not a failure", () => {
+  assert.deepEqual(failures(results), ["c → d: retry: expected 1, got 2"]);
+});
