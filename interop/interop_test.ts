@@ -28,6 +28,7 @@ const PAIRS = [
   "ssekit EventEndpoint → npm eventsource",
   "ssekit EventEndpoint → Node undici EventSource",
   ...[
+    "ssekit EventEndpoint",
     "Hono streamSSE",
     "better-sse",
     "@ayonli/jsext EventEndpoint",

@@ -7,8 +7,8 @@
  *   `EventSource`, the `eventsource` npm package on Node 24, and Node 24's
  *   undici `EventSource` (`--experimental-eventsource`), each in its own
  *   process;
- * - each peer server (served by this runtime) → ssekit's `EventSource` and
- *   `EventConsumer` in this process.
+ * - ssekit's `EventEndpoint` and each peer server (served by this runtime)
+ *   → ssekit's `EventSource` and `EventConsumer` in this process.
  *
  * @module
  */
@@ -201,7 +201,8 @@ async function clientSide(kind: ServerKind): Promise<Row[]> {
 export async function runMatrix(): Promise<Results> {
   const groups = await Promise.all([
     serverSide(),
-    ...PEER_SERVERS.map((kind) => clientSide(kind)),
+    // ssekit → ssekit first: the round trip, a baseline for the peers.
+    ...[ssekitServer, ...PEER_SERVERS].map((kind) => clientSide(kind)),
   ]);
   return { host: hostRuntime(), rows: groups.flat() };
 }
