@@ -2,13 +2,15 @@
  * End-to-end bench server: one SSE implementation on this runtime's own HTTP
  * server (Deno.serve, Bun.serve or node:http), listening on 127.0.0.1.
  *
- * Usage: `<runtime> bench/e2e/server.ts <floor|ssekit|hono|better-sse>`;
+ * Usage: `<runtime> bench/e2e/server.ts <impl>` with impl one of `floor`,
+ * `ssekit` (endpoints and a send loop), `ssekit-channel` (an `EventChannel`,
+ * for information: not what the targets compare), `hono`, `better-sse`;
  * prints `ready <port>` once listening. Routes:
  * - `GET /sse?round=R`: an event stream; sends one `@ready@` event at once,
  *   then stays idle until `/go` for its round.
  * - `GET /go?round=R&n=N`: sends N `@tick@` events to every stream of round R,
- *   the way a user would (a Set of endpoints, a loop that sends), yielding to
- *   the event loop every 64 events. Clients close their streams when done.
+ *   the way a user would (a Set of endpoints, a loop that sends without
+ *   awaiting each send), yielding to the event loop every 64 events. Clients close their streams when done.
  * - `GET /stop?round=R`: stops that loop after the current event (the floor: batch) and
  *   answers with the number of events it sent to each stream.
  * - `GET /stats`: `{ rss, streams }` after a full GC.
@@ -25,6 +27,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import { EventEndpoint } from "../../sse.ts";
+import { EventChannel } from "../../channel.ts";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import { Hono } from "hono";
 import { createResponse, createSession, type Session } from "better-sse";
@@ -35,7 +38,7 @@ export const TICK =
 /** The first event of every stream. */
 export const READY = "@ready@";
 
-type Impl = "floor" | "ssekit" | "hono" | "better-sse";
+type Impl = "floor" | "ssekit" | "ssekit-channel" | "hono" | "better-sse";
 
 /** One open stream, as the send loop sees it. */
 interface Stream {
@@ -46,8 +49,9 @@ interface Stream {
 }
 
 const impl = (process.argv[2] ?? "") as Impl;
-if (!["floor", "ssekit", "hono", "better-sse"].includes(impl)) {
-  console.error(`usage: server.ts floor|ssekit|hono|better-sse, got "${impl}"`);
+const IMPLS = ["floor", "ssekit", "ssekit-channel", "hono", "better-sse"];
+if (!IMPLS.includes(impl)) {
+  console.error(`usage: server.ts ${IMPLS.join("|")}, got "${impl}"`);
   process.exit(2);
 }
 
@@ -99,7 +103,33 @@ async function stop(round: string): Promise<number> {
   return sent;
 }
 
+/** ssekit's broadcast: one channel per round, events encoded once. */
+const channels = new Map<string, EventChannel>();
+
+function channelFor(round: string): EventChannel {
+  let channel = channels.get(round);
+  if (!channel) channels.set(round, channel = new EventChannel());
+  return channel;
+}
+
+async function publishLoop(round: string, n: number): Promise<number> {
+  const channel = channelFor(round);
+  let i = 0;
+  for (; i < n && !stopping.has(round); i++) {
+    channel.publish({ data: TICK });
+    if ((i & 63) === 63) {
+      await yieldToLoop();
+      // Backpressure: wait while any member is more than 256 KiB behind.
+      while (channel.stats().maxQueuedBytes > 256 * 1024) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+  }
+  return i;
+}
+
 async function sendLoop(round: string, n: number): Promise<number> {
+  if (impl === "ssekit-channel") return await publishLoop(round, n);
   const streams = [...(rounds.get(round) ?? [])];
   if (impl === "floor") {
     let i = 0;
@@ -118,8 +148,9 @@ async function sendLoop(round: string, n: number): Promise<number> {
       last[s] = streams[s]!.send(TICK, id);
     }
     if ((i & 63) === 63) {
-      // Let the runtime flush, and respect backpressure where the API has it.
-      await Promise.all(last);
+      // Fire and forget, as the floor does: only yield so the runtime can
+      // write. (Awaiting each batch would make every stream wait for the
+      // slowest one.)
       await yieldToLoop();
     }
     if (stopping.has(round)) {
@@ -159,6 +190,12 @@ function floorWeb(round: string): Response {
 
 function ssekitWeb(request: Request, round: string): Response {
   const endpoint = new EventEndpoint(request);
+  if (impl === "ssekit-channel") {
+    endpoint.send(READY).catch(() => {});
+    channelFor(round).join(endpoint);
+    join(round, { send() {} });
+    return endpoint.response!;
+  }
   endpoint.send(READY).catch(() => {});
   join(round, {
     send: (data, id) => endpoint.send(data, id).catch(() => {}),
@@ -201,7 +238,7 @@ function fetchHandler(request: Request): Response | Promise<Response> {
   switch (url.pathname) {
     case "/sse":
       if (impl === "floor") return floorWeb(round);
-      if (impl === "ssekit") return ssekitWeb(request, round);
+      if (impl.startsWith("ssekit")) return ssekitWeb(request, round);
       if (impl === "hono") return hono.fetch(request);
       return betterSseWeb(request, round);
     case "/go":
@@ -263,6 +300,13 @@ function nodeSse(
       });
       res.write(readyBytes);
       join(round, { send() {}, sendBatch: (chunk) => void res.write(chunk) });
+      return;
+    }
+    case "ssekit-channel": {
+      const endpoint = new EventEndpoint(req, res);
+      endpoint.send(READY).catch(() => {});
+      channelFor(round).join(endpoint);
+      join(round, { send() {} });
       return;
     }
     case "ssekit": {
