@@ -10,7 +10,7 @@
  * @module
  */
 
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { spawn } from "node:child_process";
 import { type Cell, CHECKS } from "./scenario.ts";
@@ -146,8 +146,12 @@ export async function renderResults(): Promise<void> {
     const text = await readFile(`${RESULTS_DIR}${file}`, "utf8");
     files.push([file.slice(0, -".json".length), JSON.parse(text)]);
   }
-  await writeFile(RESULTS_MD, render(files));
-  await denoFmt([RESULTS_MD, RESULTS_DIR]);
+  // Formatted aside, then renamed into place: tests running in parallel (the
+  // README check) must never see a half-written or unformatted table.
+  const draft = RESULTS_MD.replace(/\.md$/, ".draft.md");
+  await writeFile(draft, render(files));
+  await denoFmt([draft, RESULTS_DIR]);
+  await rename(draft, RESULTS_MD);
 }
 
 /**
