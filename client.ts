@@ -699,8 +699,9 @@ export class EventConsumer extends EventTarget {
    * Yields every `MessageEvent` dispatched after the loop starts, whatever
    * its type, and ends when the stream ends or {@linkcode EventConsumer.close}
    * is called. Throws the reading error if the stream fails. While a loop
-   * lags behind, reading the body pauses. Leaving the loop early (`break`)
-   * does not close the consumer.
+   * lags behind, reading the body pauses. Leaving the loop early (`break`,
+   * `return` or a throw) closes the consumer and cancels the body, as with a
+   * `ReadableStream`'s iterator.
    *
    * @returns An async iterator of the events.
    */
@@ -728,6 +729,9 @@ export class EventConsumer extends EventTarget {
       }
     } finally {
       this.#queues.delete(queue);
+      // Leaving the loop early (break, return, throw) ends the stream, as a
+      // ReadableStream's iterator does: nothing else would cancel the body.
+      if (!this.#closed) this.close();
       this.#maybeResume();
     }
   }

@@ -801,13 +801,15 @@ describe("EventConsumer: async iteration", () => {
     }
     assert.equal(expected, count);
   });
-  test("break leaves the consumer open", async () => {
+  test("break closes the consumer and cancels the body", async () => {
     const source = controlledBody();
     const consumer = new EventConsumer(eventStreamResponse(source.body));
+    const closes: boolean[] = [];
+    consumer.addEventListener("close", (event) => closes.push(event.wasClean));
     source.send("data: a\n\n");
     for await (const _ of consumer) break;
-    assert.equal(consumer.closed, false);
-    consumer.close();
+    assert.equal(consumer.closed, true);
+    assert.deepEqual(closes, [true]);
     await source.cancelled;
   });
 });
