@@ -2,7 +2,9 @@
  * End-to-end bench client (run by Node 24): raw HTTP/1.1 over `node:net`, so
  * the client costs as little as possible and is the same for every server.
  *
- * Usage: `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
+ * Usage: `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
+ * stream, on a fresh server), or
+ * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
  * [ttfe-samples] [seconds]` — each round lets the server send for about
  * `seconds` (at most max-events per client), then stops it.
  *
@@ -247,17 +249,50 @@ async function ttfe(samples: number): Promise<number> {
   return times[Math.floor(times.length / 2)] ?? NaN;
 }
 
-// First events first, on a quiet server: after the bursts, its queues and GC
-// would still be busy. The first connections warm it up.
-await ttfe(20);
-const ttfeMs = await ttfe(Number(ttfeArg));
-const rounds = roundsArg.split(",").map((spec) => spec.split(":").map(Number));
-let index = 0;
-for (const [clients = 1, events = 1000] of rounds) {
-  console.log(
-    JSON.stringify(await round(index++, clients, events, Number(secondsArg))),
-  );
-  // Let closed sockets settle before the next round's RSS baseline.
-  await new Promise((resolve) => setTimeout(resolve, 200));
+/**
+ * Idle memory on a fresh server: RSS before and after `clients` streams
+ * (each has had its first event), per stream. A server that has already
+ * served bursts has freed heap to grow into, which would hide the cost.
+ */
+async function idleRss(clients: number) {
+  const before = JSON.parse(await get("/stats")) as { rss: number };
+  const conns: Conn[] = [];
+  for (let i = 0; i < clients; i += 100) {
+    const batch = Array.from(
+      { length: Math.min(100, clients - i) },
+      () => open("idle"),
+    );
+    conns.push(...batch);
+    await timeout(
+      Promise.all(batch.map((c) => c.ready)),
+      `${clients} clients connecting`,
+    );
+  }
+  const idle = JSON.parse(await get("/stats")) as { rss: number };
+  for (const c of conns) c.socket.destroy();
+  return {
+    idleClients: clients,
+    idleRssPerConnection: (idle.rss - before.rss) / clients,
+  };
 }
-console.log(JSON.stringify({ ttfeMs }));
+
+if (roundsArg.startsWith("idle:")) {
+  console.log(JSON.stringify(await idleRss(Number(roundsArg.slice(5)))));
+} else {
+  // First events first, on a quiet server: after the bursts, its queues and GC
+  // would still be busy. The first connections warm it up.
+  await ttfe(20);
+  const ttfeMs = await ttfe(Number(ttfeArg));
+  const rounds = roundsArg.split(",").map((spec) =>
+    spec.split(":").map(Number)
+  );
+  let index = 0;
+  for (const [clients = 1, events = 1000] of rounds) {
+    console.log(
+      JSON.stringify(await round(index++, clients, events, Number(secondsArg))),
+    );
+    // Let closed sockets settle before the next round's RSS baseline.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  console.log(JSON.stringify({ ttfeMs }));
+}
