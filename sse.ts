@@ -506,8 +506,9 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * stream. A client that reconnects sends that back in `Last-Event-ID`, and an
  * endpoint constructed for that request answers `204 No Content` (with
  * `options.headers`), which makes `EventSource` stop reconnecting. Such an
- * endpoint starts closed, never fires `close`, and its `lastEventId` is the id
- * without the prefix. Limits: it only stops clients that send `Last-Event-ID`
+ * endpoint starts closed, fires `close` (`wasClean: true`) in a microtask, so
+ * listeners added right after construction see it, and its `lastEventId` is
+ * the id without the prefix. Limits: it only stops clients that send `Last-Event-ID`
  * (`EventSource` and `EventConsumer` do); a brand-new `EventSource` (no
  * header) connects normally; the marker replaces the client's last event id;
  * and a client can send the marker itself, which only gets it a `204`. No
@@ -656,8 +657,10 @@ export class EventEndpoint extends EventTarget {
 
     if (noContent) {
       this.#closed = true;
-      this.#finished = true;
       this.#closeReason = "the client was told not to reconnect (204)";
+      // `close` still fires (after the handler has added its listeners), so
+      // code that cleans up on `close` works for this endpoint too.
+      queueMicrotask(() => this.#finish(true, this.#closeReason));
       const extra = new Headers(options.headers);
       if (res) {
         res.writeHead(

@@ -593,6 +593,8 @@ describe("EventEndpoint (in memory)", () => {
       { headers: { "Access-Control-Allow-Origin": "*" } },
       { headers: { "Last-Event-ID": "ssekit:closed:7" } },
     );
+    // `close` fires for it too (in a microtask), so cleanup on `close` runs.
+    const closedAgain = onClose(again);
     assert.equal(again.response!.status, 204);
     assert.equal(again.response!.body, null);
     assert.equal(
@@ -602,6 +604,9 @@ describe("EventEndpoint (in memory)", () => {
     assert.equal(again.closed, true);
     assert.equal(again.lastEventId, "7");
     await assert.rejects(again.send("x"), { name: "InvalidStateError" });
+    const event = await closedAgain;
+    assert.equal(event.wasClean, true);
+    assert.match(event.reason, /204/);
   });
 
   test("rejects invalid options with errors that name them", () => {
