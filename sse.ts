@@ -481,6 +481,10 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * keep-alive` is added for node HTTP/1.1 requests only. A web `Request` does
  * not tell its HTTP version, so a web response gets no `Connection` header:
  * HTTP/1.1 connections are persistent without it and HTTP/2 forbids it.
+ * (Measured: Deno.serve and Bun.serve add none themselves on HTTP/1.1 and pass
+ * an app's `Connection` through, on Deno even in a close-delimited HTTP/1.0
+ * response; Deno.serve drops `Connection` and `Keep-Alive` on HTTP/2;
+ * Bun.serve speaks HTTP/1.1 only.)
  *
  * **Backpressure.** Writes made in the same tick are coalesced into one
  * chunk. A write's promise resolves when the runtime has taken its bytes: on
