@@ -1,5 +1,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { EventConsumer } from "./client.ts";
+import { encodeServerSentEvent, EventEndpoint } from "./sse.ts";
 import {
   type ChannelMember,
   EventChannel,
@@ -564,4 +569,311 @@ describe("MemoryHistoryStore", () => {
     channel.join(tooOld);
     assert.equal(tooOld.events()[0]!.event, "reset");
   });
+});
+
+// ---------------------------------------------------------------------------
+// Real connections on 127.0.0.1: Deno.serve on Deno, Bun.serve on Bun,
+// node:http on Node. Many streams are read with node:http's client, which all
+// three runtimes have (Bun's fetch runs at most 256 requests at a time).
+
+interface DenoServe {
+  serve(
+    options: { port: number; hostname: string; onListen(): void },
+    handler: (request: Request) => Response,
+  ): { addr: { port: number }; shutdown(): Promise<void> };
+}
+interface BunServe {
+  serve(options: {
+    port: number;
+    hostname: string;
+    idleTimeout: number;
+    fetch: (request: Request) => Response;
+  }): { port: number; stop(force: boolean): Promise<void> | void };
+}
+const runtimes = globalThis as { Deno?: DenoServe; Bun?: BunServe };
+
+interface Served {
+  origin: string;
+  close(): Promise<void>;
+}
+
+/** Serves `channel`: every request becomes an endpoint that joins it. */
+async function serveChannel(channel: EventChannel): Promise<Served> {
+  const options = { heartbeat: 0 };
+  const web = (request: Request): Response => {
+    const endpoint = new EventEndpoint(request, options);
+    channel.join(endpoint);
+    return endpoint.response!;
+  };
+  if (runtimes.Deno) {
+    const server = runtimes.Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      web,
+    );
+    return {
+      origin: `http://127.0.0.1:${server.addr.port}`,
+      close: () => server.shutdown(),
+    };
+  }
+  if (runtimes.Bun) {
+    const server = runtimes.Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      idleTimeout: 0,
+      fetch: web,
+    });
+    return {
+      origin: `http://127.0.0.1:${server.port}`,
+      close: async () => {
+        await server.stop(true);
+      },
+    };
+  }
+  const server = http.createServer((req, res) => {
+    channel.join(new EventEndpoint(req, res, options));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A raw event stream read with node:http; `paused` reads nothing yet. */
+class RawStream {
+  readonly request: http.ClientRequest;
+  response: http.IncomingMessage | undefined;
+  received = 0;
+  ended = false;
+  #onChunk: (chunk: Buffer) => void;
+
+  constructor(
+    origin: string,
+    agent: http.Agent,
+    onChunk: (chunk: Buffer) => void,
+    paused = false,
+  ) {
+    this.#onChunk = onChunk;
+    this.request = http.get(origin + "/", { agent }, (response) => {
+      this.response = response;
+      response.on("end", () => (this.ended = true));
+      response.on("error", () => {});
+      if (!paused) this.resume();
+    });
+    this.request.on("error", () => {});
+  }
+
+  resume(): void {
+    this.response!.on("data", (chunk: Buffer) => {
+      this.received += chunk.byteLength;
+      this.#onChunk(chunk);
+    });
+  }
+
+  destroy(): void {
+    this.request.destroy();
+    this.response?.destroy();
+  }
+}
+
+/** Waits for `condition`, checking every 5 ms, for at most `seconds`. */
+async function until(
+  condition: () => boolean,
+  what: string,
+  seconds = 60,
+): Promise<void> {
+  for (let i = 0; i < seconds * 200; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`Gave up waiting for ${what} after ${seconds} s`);
+}
+
+describe("EventChannel over real connections", () => {
+  test("1000 members receive 10 000 events in order", async () => {
+    const channel = new EventChannel({ idPrefix: "r-" });
+    const served = await serveChannel(channel);
+    const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+    // What every member must receive, byte for byte: the endpoint's opening
+    // comment, then the 10 000 events in order.
+    const parts = [":\n"];
+    for (let i = 1; i <= 10_000; i++) {
+      parts.push(encodeServerSentEvent({ id: `r-${i}`, data: `event ${i}` }));
+    }
+    const expected = Buffer.from(parts.join(""));
+    const offsets: number[] = [];
+    let mismatches = 0;
+    const streams: RawStream[] = [];
+    try {
+      for (let m = 0; m < 1000; m++) {
+        offsets.push(0);
+        streams.push(
+          new RawStream(served.origin, agent, (chunk) => {
+            const at = offsets[m]!;
+            if (!chunk.equals(expected.subarray(at, at + chunk.byteLength))) {
+              mismatches++;
+            }
+            offsets[m] = at + chunk.byteLength;
+          }),
+        );
+      }
+      await until(() => channel.size === 1000, "1000 members to join");
+      // Bursts of 1000 events, each written to every member as one chunk.
+      for (let burst = 0; burst < 10; burst++) {
+        for (let i = 1; i <= 1000; i++) {
+          channel.publish({ data: `event ${burst * 1000 + i}` });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      await until(
+        () => streams.every((s) => s.received >= expected.byteLength),
+        "every member to receive every event",
+      );
+      assert.equal(mismatches, 0);
+      assert.ok(streams.every((s) => s.received === expected.byteLength));
+      const stats = channel.stats();
+      assert.equal(stats.members, 1000);
+      assert.equal(stats.eventsPublished, 10_000);
+      assert.equal(stats.membersDropped, 0);
+    } finally {
+      for (const stream of streams) stream.destroy();
+      agent.destroy();
+      await served.close();
+    }
+  });
+
+  test("a client that reconnects with its Last-Event-ID gets exactly the missed events (EventConsumer)", async () => {
+    const channel = new EventChannel();
+    const served = await serveChannel(channel);
+    const consumers: EventConsumer[] = [];
+    const received: MessageEvent<string>[][] = [];
+    const connect = async (lastEventId?: string): Promise<void> => {
+      const headers: Record<string, string> = lastEventId === undefined
+        ? {}
+        : { "last-event-id": lastEventId };
+      const consumer = new EventConsumer(
+        await fetch(served.origin + "/", { headers }),
+      );
+      const events: MessageEvent<string>[] = [];
+      consumer.addEventListener("message", (e) => events.push(e));
+      consumers.push(consumer);
+      received.push(events);
+    };
+    const publishRange = (from: number, to: number): void => {
+      for (let i = from; i <= to; i++) channel.publish({ data: String(i) });
+    };
+    const has = (events: MessageEvent<string>[], data: string) => () =>
+      events.some((e) => e.data === data);
+    try {
+      await connect();
+      await until(() => channel.size === 1, "the client to join");
+      publishRange(1, 50);
+      await until(has(received[0]!, "20"), "the client to get event 20");
+      // The connection drops right after event 20.
+      consumers[0]!.close();
+      const upTo20 = received[0]!.slice(
+        0,
+        received[0]!.findIndex((e) => e.data === "20") + 1,
+      );
+      await until(() => channel.size === 0, "the server to see it leave");
+      publishRange(51, 60); // while it is away
+      await connect(upTo20.at(-1)!.lastEventId);
+      await until(() => channel.size === 1, "the client to rejoin");
+      publishRange(61, 70);
+      await until(has(received[1]!, "70"), "the client to get event 70");
+      assert.deepEqual(
+        [...upTo20, ...received[1]!].map((e) => e.data),
+        range(1, 70),
+      );
+    } finally {
+      for (const consumer of consumers) consumer.close();
+      await served.close();
+    }
+  });
+
+  for (const overflow of ["close", "drop-oldest"] as const) {
+    test(`"${overflow}": a stalled reader is handled while the others keep receiving`, async () => {
+      const channel = new EventChannel({ overflow, highWaterMark: 64 * 1024 });
+      const served = await serveChannel(channel);
+      const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+      const stalledText: string[] = [];
+      const stalled = new RawStream(
+        served.origin,
+        agent,
+        (chunk) => stalledText.push(chunk.toString()),
+        true,
+      );
+      const readers = [1, 2, 3].map(() =>
+        new RawStream(served.origin, agent, () => {})
+      );
+      const payload = "x".repeat(1000);
+      let published = 2; // the opening comment
+      try {
+        await until(() => channel.size === 4, "4 members to join");
+        // Publish 64 KiB at a time, as fast as the three readers take it,
+        // until the stalled one (whose socket buffers fill first) overflows.
+        const handled = () => {
+          const stats = channel.stats();
+          return overflow === "close"
+            ? stats.membersDropped > 0
+            : stats.eventsDropped > 0;
+        };
+        for (let burst = 0; burst < 2000 && !handled(); burst++) {
+          for (let i = 0; i < 64; i++) {
+            const id = channel.publish({ data: payload });
+            published += encodeServerSentEvent({ id, data: payload }).length;
+          }
+          await until(
+            () => readers.every((r) => r.received === published),
+            "the readers to take the burst",
+          );
+        }
+        assert.ok(handled(), "the stalled member overflowed");
+        const stats = channel.stats();
+        assert.equal(stats.members, overflow === "close" ? 3 : 4);
+        assert.ok(readers.every((r) => !r.ended));
+        // The stalled client reads again.
+        const last = channel.publish({ event: "end", data: "" });
+        stalled.resume();
+        if (overflow === "close") {
+          await until(() => stalled.ended, "the dropped stream to end");
+          const events = parse(stalledText.join(""));
+          assert.ok(events.length > 0);
+          assert.ok(events.every((e) => e.data === payload));
+        } else {
+          await until(
+            () => stalledText.join("").includes(`id:${last}\n`),
+            "the stalled client to get the last event",
+          );
+          const events = parse(stalledText.join(""));
+          const notices = events.filter((e) => e.event === "dropped");
+          assert.equal(notices.length, 1);
+          const dropped = Number(notices[0]!.data);
+          assert.equal(dropped, channel.stats().eventsDropped);
+          // Every event but the dropped ones arrived, in order.
+          const ids = events.filter((e) => e.event !== "dropped").map((e) =>
+            Number(e.id!.slice(e.id!.lastIndexOf("-") + 1))
+          );
+          const at = events.indexOf(notices[0]!);
+          assert.deepEqual(
+            ids.slice(0, at),
+            ids.slice(0, at).map((_, i) => i + 1),
+          );
+          assert.equal(ids[at], at + dropped + 1);
+          assert.ok(
+            ids.every((id, i) => i === 0 || i === at || id === ids[i - 1]! + 1),
+          );
+          assert.equal(ids.length + dropped, channel.stats().eventsPublished);
+        }
+      } finally {
+        stalled.destroy();
+        for (const reader of readers) reader.destroy();
+        agent.destroy();
+        await served.close();
+      }
+    });
+  }
 });
