@@ -416,8 +416,29 @@ function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
 }
 
 interface Pending {
+  promise: Promise<void>;
   resolve(): void;
   reject(error: unknown): void;
+}
+
+function ignore(): void {}
+
+/**
+ * A write failing because its stream closed (the client went away, a write
+ * to the socket failed, `close()`) is an expected outcome, not a bug. So the
+ * promise is marked handled: a fire-and-forget `send()` never takes the
+ * process down with an unhandled rejection, while `await send()` still
+ * throws. Invalid messages are programming errors and stay unhandled.
+ */
+function rejectClosed(pending: Pending, error: unknown): void {
+  pending.promise.catch(ignore);
+  pending.reject(error);
+}
+
+function closedRejection(reason: string): Promise<void> {
+  const promise = Promise.reject(closedError(reason));
+  promise.catch(ignore);
+  return promise;
 }
 
 function closedError(reason: string): DOMException {
@@ -501,7 +522,9 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * response's `close` or `finish` before `end()` mark the endpoint closed: the heartbeat
  * stops, pending and later writes reject with a `DOMException`
  * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
- * fires once. `close()` flushes what is queued, ends the stream and fires
+ * fires once. Those rejections are marked handled: a send nobody awaits never
+ * becomes an unhandled rejection (which would end a Deno or Node process), so
+ * fire-and-forget sends from timers and loops are safe. `close()` flushes what is queued, ends the stream and fires
  * `close` with `wasClean: true` once the runtime has taken the end of the
  * stream (on the web: when the body stream is read to its end).
  *
@@ -548,7 +571,7 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * const server = createServer((req, res) => {
  *   const endpoint = new EventEndpoint(req, res, { reconnectionTime: 3000 });
  *   const timer = setInterval(() => {
- *     endpoint.send(new Date().toISOString()).catch(() => {});
+ *     endpoint.send(new Date().toISOString());
  *   }, 1000);
  *   endpoint.addEventListener("close", () => clearInterval(timer));
  * });
@@ -791,6 +814,8 @@ export class EventEndpoint extends EventTarget {
    * @param id An event id to set (`""` resets the client's last event id).
    * @returns A promise that resolves when the runtime has taken the bytes and
    * rejects if the data or id is invalid or the endpoint is closed.
+   * Rejections for a closed endpoint are marked handled, so leaving the
+   * promise un-awaited is safe.
    */
   send(data: string, id?: string): Promise<void> {
     return this.#sendMessage(id === undefined ? { data } : { id, data });
@@ -804,6 +829,8 @@ export class EventEndpoint extends EventTarget {
    * @param id An event id to set (`""` resets the client's last event id).
    * @returns A promise that resolves when the runtime has taken the bytes and
    * rejects if an argument is invalid or the endpoint is closed.
+   * Rejections for a closed endpoint are marked handled, so leaving the
+   * promise un-awaited is safe.
    */
   sendEvent(event: string, data: string, id?: string): Promise<void> {
     return this.#sendMessage(
@@ -973,7 +1000,7 @@ export class EventEndpoint extends EventTarget {
 
   /** A write from the user: checks closed and the overflow policy. */
   #accept(chunk: string | Uint8Array): Promise<void> {
-    if (this.#closed) return Promise.reject(closedError(this.#closeReason));
+    if (this.#closed) return closedRejection(this.#closeReason);
     const size = typeof chunk === "string"
       ? utf8Length(chunk)
       : chunk.byteLength;
@@ -988,14 +1015,16 @@ export class EventEndpoint extends EventTarget {
         const reason =
           `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`;
         this.#fail(reason);
-        return Promise.reject(closedError(reason));
+        return closedRejection(reason);
       }
     }
-    let pending!: Pending;
-    const promise = new Promise<void>((resolve, reject) => {
-      pending = { resolve, reject };
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
-    this.#partsPending.push(pending);
+    this.#partsPending.push({ promise, resolve, reject });
     this.#write(chunk, size);
     return promise;
   }
@@ -1071,7 +1100,7 @@ export class EventEndpoint extends EventTarget {
       try {
         accepted = res.write(bytes);
       } catch (error) {
-        for (const p of pending) p.reject(error);
+        for (const p of pending) rejectClosed(p, error);
         this.#fail("a write failed");
         return;
       }
@@ -1163,7 +1192,7 @@ export class EventEndpoint extends EventTarget {
     this.#partsSize = 0;
     this.#partsPending = [];
     this.#drainPending = [];
-    for (const p of pending) p.reject(error);
+    for (const p of pending) rejectClosed(p, error);
     const wake = this.#pullWaiting;
     this.#pullWaiting = null;
     if (errorBody) {

@@ -712,6 +712,32 @@ describe("EventEndpoint (in memory)", () => {
     });
   });
 
+  test("sends left un-awaited when the client goes away are no unhandled rejections", async () => {
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", record);
+    try {
+      const e = endpoint();
+      const reader = e.response!.body!.getReader();
+      assert.equal(await readText(reader), ":\n");
+      // Fire and forget, as a timer or a broadcast loop does: one pending
+      // when the client leaves, one after.
+      e.send("pending when the client leaves");
+      await nextTick();
+      await reader.cancel();
+      e.send("after the client left");
+      e.write("after the client left\n\n");
+      for (let i = 0; i < 5; i++) await nextTick();
+      assert.deepEqual(unhandled, []);
+      // Awaiting still tells the caller.
+      await assert.rejects(e.send("x"), { name: "InvalidStateError" });
+      // An invalid message is a bug in the caller: rejected, not swallowed.
+      await assert.rejects(e.send("x", "a\nb"), TypeError);
+    } finally {
+      process.off("unhandledRejection", record);
+    }
+  });
+
   test("an aborted request.signal is a disconnect", {
     skip: runtime === "deno"
       ? "not watched on Deno (Deno.serve warns when it is read)"
