@@ -7,7 +7,8 @@
  * - e2e: `e2e/server.ts` on the runtime (one process per implementation)
  *   against `e2e/client.ts` on Node (a separate process), on 127.0.0.1.
  *
- * Writes `bench/results/<runtime>.json` (a filtered run keeps the other parts
+ * Writes `bench/results/runtime-<runtime>.json` (not `deno.json`, which Deno
+ * would take for a config file; a filtered run keeps the other parts
  * of an earlier file) and `bench/RESULTS.md` from all result files.
  *
  * Usage: node bench/run.ts [--check] [--quick] [--only deno|bun|node[,...]]
@@ -662,7 +663,12 @@ function writeResultsMd(results: RuntimeResults[]): void {
       e2eKeys.set(`${x.impl}/${x.clients}`, [x.impl, x.clients]);
     }
   }
-  for (const [, [impl, clients]] of e2eKeys) {
+  const implOrder = (impl: string) =>
+    (E2E_IMPLS as readonly string[]).indexOf(impl);
+  const e2eRows = [...e2eKeys.values()].sort((a, b) =>
+    implOrder(a[0]) - implOrder(b[0]) || a[1] - b[1]
+  );
+  for (const [impl, clients] of e2eRows) {
     const cells = results.map((r) => {
       const x = r.e2e.find((y) => y.impl === impl && y.clients === clients);
       const floor = r.e2e.find((y) =>
@@ -708,7 +714,7 @@ function writeResultsMd(results: RuntimeResults[]): void {
 // --- main ---------------------------------------------------------------------------------
 
 function load(runtime: Runtime): RuntimeResults | undefined {
-  const path = join(resultsDir, `${runtime}.json`);
+  const path = join(resultsDir, `runtime-${runtime}.json`);
   return existsSync(path)
     ? JSON.parse(readFileSync(path, "utf8")) as RuntimeResults
     : undefined;
@@ -765,7 +771,7 @@ async function main(): Promise<number> {
       result.ttfeMs = ttfeMs;
     }
     writeFileSync(
-      join(resultsDir, `${runtime}.json`),
+      join(resultsDir, `runtime-${runtime}.json`),
       JSON.stringify(result, null, 2) + "\n",
     );
     printMicro(result);
