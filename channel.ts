@@ -15,25 +15,42 @@
  * events and sends it a `dropped` event with the count.
  *
  * @example Broadcast and resume with `Deno.serve`
- * ```ts ignore
+ * ```ts
  * import { EventEndpoint } from "@ssekit/sse/server";
+ * import { EventConsumer } from "@ssekit/sse/client";
  * import { EventChannel, MemoryHistoryStore } from "@ssekit/sse/channel";
+ * import assert from "node:assert/strict";
  *
  * // Keep the last 1000 events, none older than five minutes.
  * const prices = new EventChannel({
  *   history: new MemoryHistoryStore({ maxCount: 1000, maxAge: 5 * 60_000 }),
  * });
  *
- * setInterval(() => {
- *   prices.publish({ event: "price", data: JSON.stringify({ eur: Math.random() }) });
- * }, 1000);
+ * const server = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   (request) => {
+ *     const endpoint = new EventEndpoint(request);
+ *     // First what this client missed (after its Last-Event-ID), then live
+ *     // events. The endpoint leaves the channel when the client goes away.
+ *     prices.join(endpoint);
+ *     return endpoint.response!;
+ *   },
+ * );
  *
- * Deno.serve({ hostname: "127.0.0.1", port: 8000 }, (request) => {
- *   const endpoint = new EventEndpoint(request);
- *   // Replays what this client missed (its Last-Event-ID header), then live events.
- *   prices.join(endpoint);
- *   return endpoint.response!;
+ * // Every member gets every event, encoded once for all of them.
+ * const seen = prices.publish({ event: "price", data: "1.08" });
+ * prices.publish({ event: "price", data: "1.09" });
+ *
+ * // A client that saw the first price reconnects (EventSource sends
+ * // Last-Event-ID by itself): it gets the second one first.
+ * const response = await fetch(`http://127.0.0.1:${server.addr.port}/`, {
+ *   headers: { "last-event-id": seen },
  * });
+ * for await (const event of new EventConsumer(response)) {
+ *   assert.equal(event.data, "1.09");
+ *   break; // leaving the loop closes the consumer
+ * }
+ * await server.shutdown();
  * ```
  *
  * In the browser, a plain `EventSource` resumes by itself:
@@ -194,7 +211,7 @@ export interface MemoryHistoryStoreOptions {
  *
  * let now = 0;
  * const store = new MemoryHistoryStore({ maxCount: 2, maxAge: 1000, now: () => now });
- * const bytes = new Uint8Array();
+ * const bytes = new TextEncoder().encode("data:x\n\n");
  * store.append({ id: "a", topic: undefined, bytes });
  * store.append({ id: "b", topic: undefined, bytes });
  * store.append({ id: "c", topic: undefined, bytes }); // evicts "a"
@@ -213,7 +230,6 @@ export class MemoryHistoryStore implements HistoryStore {
   #times: number[] = [];
   #appended = 0;
   #count = 0;
-  #positions = new Map<EventId, number>();
   // A client whose last event was evicted most recently still missed nothing.
   #lastEvictedId: EventId | undefined;
 
@@ -246,8 +262,7 @@ export class MemoryHistoryStore implements HistoryStore {
     const position = this.#appended++;
     const slot = position % this.#maxCount;
     this.#entries[slot] = entry;
-    this.#times[slot] = this.#now();
-    this.#positions.set(entry.id, position);
+    if (this.#maxAge !== Infinity) this.#times[slot] = this.#now();
     this.#count++;
   }
 
@@ -255,12 +270,18 @@ export class MemoryHistoryStore implements HistoryStore {
   readAfter(id: EventId): HistoryEntry[] | null {
     this.#evictExpired();
     const oldest = this.#appended - this.#count;
-    let from: number;
-    if (id === this.#lastEvictedId) from = oldest;
-    else {
-      const position = this.#positions.get(id);
-      if (position === undefined) return null;
-      from = position + 1;
+    // A scan from the newest end: resumes are usually recent, and no index
+    // has to be kept up to date on every append.
+    let from = -1;
+    for (let p = this.#appended - 1; p >= oldest; p--) {
+      if (this.#entries[p % this.#maxCount]!.id === id) {
+        from = p + 1;
+        break;
+      }
+    }
+    if (from < 0) {
+      if (id !== this.#lastEvictedId) return null;
+      from = oldest;
     }
     const entries: HistoryEntry[] = new Array(this.#appended - from);
     for (let p = from; p < this.#appended; p++) {
@@ -285,7 +306,6 @@ export class MemoryHistoryStore implements HistoryStore {
     const slot = (this.#appended - this.#count) % this.#maxCount;
     const entry = this.#entries[slot]!;
     this.#entries[slot] = undefined;
-    this.#positions.delete(entry.id);
     this.#lastEvictedId = entry.id;
     this.#count--;
   }
@@ -420,35 +440,81 @@ const ignore = (): void => {};
 // checks whether its endpoint has room again.
 const POLL_INTERVAL = 5;
 
-/** Events published in one tick, written to members as one chunk. */
+const entryEncoder = new TextEncoder();
+
+/**
+ * A history entry as the channel makes it: it keeps the text, and encodes it
+ * only if a store asks for `bytes` (encoding each event on its own costs more
+ * than the rest of `publish`; the channel encodes a tick's events together).
+ */
+class ChannelEntry implements HistoryEntry {
+  readonly id: EventId;
+  readonly topic: string | undefined;
+  readonly text: string;
+  #bytes: Uint8Array | undefined;
+
+  constructor(id: EventId, topic: string | undefined, text: string) {
+    this.id = id;
+    this.topic = topic;
+    this.text = text;
+  }
+
+  get bytes(): Uint8Array {
+    return this.#bytes ??= entryEncoder.encode(this.text);
+  }
+}
+
+/**
+ * Events published in one tick, written to members as one chunk. The texts
+ * are encoded to UTF-8 together, once: one allocation per tick, not per event.
+ */
 class Batch {
   readonly firstSeq: number;
-  parts: Uint8Array[] = [];
+  texts: string[] = [];
   topics: (string | undefined)[] = [];
   hasTopics = false;
+  count = 0;
   bytes: Uint8Array = new Uint8Array();
-  /** `ends[i]` is the offset in `bytes` just after event i. */
-  ends: number[] = [];
+  #ascii = true;
+  /** `#ends[i]` is the offset in `bytes` just after event i; made on demand. */
+  #ends: number[] | null = null;
 
   constructor(firstSeq: number) {
     this.firstSeq = firstSeq;
   }
 
-  seal(): void {
-    let offset = 0;
-    for (const part of this.parts) this.ends.push(offset += part.byteLength);
-    this.bytes = concat(this.parts);
-    this.parts = [];
+  seal(encoder: TextEncoder): void {
+    const texts = this.texts;
+    const joined = texts.length === 1 ? texts[0]! : texts.join("");
+    this.bytes = encoder.encode(joined);
+    this.#ascii = this.bytes.byteLength === joined.length;
+    this.count = texts.length;
   }
 
+  /** The offset in `bytes` where event `event` (or the end, at `count`) starts. */
   start(event: number): number {
-    return event === 0 ? 0 : this.ends[event - 1]!;
+    if (event === 0) return 0;
+    if (event === this.count) return this.bytes.byteLength;
+    if (this.#ends === null) {
+      const ends: number[] = [];
+      let offset = 0;
+      for (const text of this.texts) {
+        ends.push(offset += this.#ascii ? text.length : utf8Length(text));
+      }
+      this.#ends = ends;
+    }
+    return this.#ends[event - 1]!;
   }
 
-  /** Events `from`..`to` (exclusive); the whole batch is the same object. */
+  /** Bytes of events `from` to `to` (exclusive). */
+  size(from: number, to: number): number {
+    return this.start(to) - this.start(from);
+  }
+
+  /** Events `from` to `to` (exclusive); the whole batch is the same object. */
   slice(from: number, to: number): Uint8Array {
-    if (from === 0 && to === this.ends.length) return this.bytes;
-    return this.bytes.subarray(this.start(from), this.ends[to - 1]);
+    if (from === 0 && to === this.count) return this.bytes;
+    return this.bytes.subarray(this.start(from), this.start(to));
   }
 }
 
@@ -613,11 +679,22 @@ export class EventChannel {
    * gets every event published after this call. It leaves by itself when
    * it closes. Joining a closed endpoint does nothing.
    *
-   * @example
-   * ```ts ignore
-   * const endpoint = new EventEndpoint(request);
-   * channel.join(endpoint, { topics: ["prices"] });
-   * return endpoint.response!;
+   * @example Join with a topic
+   * ```ts
+   * import { EventEndpoint } from "@ssekit/sse/server";
+   * import { EventChannel } from "@ssekit/sse/channel";
+   * import assert from "node:assert/strict";
+   *
+   * const channel = new EventChannel();
+   * function handler(request: Request): Response {
+   *   const endpoint = new EventEndpoint(request, { heartbeat: 0 });
+   *   channel.join(endpoint, { topics: ["eur"] });
+   *   return endpoint.response!;
+   * }
+   * const response = handler(new Request("http://localhost/prices"));
+   * assert.equal(channel.size, 1);
+   * await response.body!.cancel(); // the client goes away: it leaves
+   * assert.equal(channel.size, 0);
    * ```
    */
   join(endpoint: ChannelMember, options: JoinOptions = {}): void {
@@ -645,8 +722,18 @@ export class EventChannel {
    * Removes a member without closing it. Returns whether it was a member.
    *
    * @example
-   * ```ts ignore
-   * channel.leave(endpoint);
+   * ```ts
+   * import { EventEndpoint } from "@ssekit/sse/server";
+   * import { EventChannel } from "@ssekit/sse/channel";
+   * import assert from "node:assert/strict";
+   *
+   * const channel = new EventChannel();
+   * const endpoint = new EventEndpoint(new Request("http://localhost/"));
+   * channel.join(endpoint);
+   * assert.equal(channel.leave(endpoint), true);
+   * assert.equal(channel.leave(endpoint), false);
+   * assert.equal(endpoint.closed, false);
+   * endpoint.close();
    * ```
    */
   leave(endpoint: ChannelMember): boolean {
@@ -685,18 +772,16 @@ export class EventChannel {
     }
     const seq = this.#seq + 1;
     const id = this.#prefix + seq;
-    const bytes = this.#encoder.encode(
-      encodeServerSentEvent({ ...message, id }),
-    );
+    const text = encodeServerSentEvent({ ...message, id });
     this.#seq = seq;
     const topic = options.topic;
-    this.#history.append({ id, topic, bytes });
+    this.#history.append(new ChannelEntry(id, topic, text));
     let batch = this.#batch;
     if (batch === null) {
       batch = this.#batch = new Batch(seq);
       queueMicrotask(this.#flush);
     }
-    batch.parts.push(bytes);
+    batch.texts.push(text);
     batch.topics.push(topic);
     if (topic !== undefined) batch.hasTopics = true;
     return id;
@@ -707,8 +792,20 @@ export class EventChannel {
    * buffers. `undefined` for a non-member.
    *
    * @example
-   * ```ts ignore
-   * if ((channel.queuedBytes(endpoint) ?? 0) > 1e6) console.warn("slow client");
+   * ```ts
+   * import { EventEndpoint } from "@ssekit/sse/server";
+   * import { EventChannel } from "@ssekit/sse/channel";
+   * import assert from "node:assert/strict";
+   *
+   * const channel = new EventChannel();
+   * const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+   *   heartbeat: 0,
+   * });
+   * channel.join(endpoint);
+   * channel.publish({ data: "nobody reads the response yet" });
+   * await Promise.resolve();
+   * assert.ok(channel.queuedBytes(endpoint)! > 0);
+   * assert.equal(channel.queuedBytes(new EventEndpoint(new Request("http://localhost/"))), undefined);
    * ```
    */
   queuedBytes(endpoint: ChannelMember): number | undefined {
@@ -760,12 +857,12 @@ export class EventChannel {
     const batch = this.#batch;
     if (batch === null) return;
     this.#batch = null;
-    batch.seal();
+    batch.seal(this.#encoder);
     for (const state of this.#members.values()) this.#deliver(state, batch);
   };
 
   #deliver(state: Member, batch: Batch): void {
-    const count = batch.ends.length;
+    const count = batch.count;
     // A member that joined mid-tick got the tick's earlier events from history.
     const from = state.joinedAtSeq >= batch.firstSeq
       ? state.joinedAtSeq - batch.firstSeq + 1
@@ -792,14 +889,13 @@ export class EventChannel {
   /** Writes events `from`..`to` of `batch` now, or queues them if behind. */
   #enqueue(state: Member, batch: Batch, from: number, to: number): void {
     if (state.gone) return;
-    const start = batch.start(from);
-    const end = batch.ends[to - 1]!;
-    if (!state.behind && !state.replaying && state.fits(end - start)) {
+    const size = batch.size(from, to);
+    if (!state.behind && !state.replaying && state.fits(size)) {
       this.#write(state, batch.slice(from, to));
       return;
     }
     state.queue.push({ batch, from, to });
-    state.queuedBytes += end - start;
+    state.queuedBytes += size;
     if (state.queuedBytes > state.highWaterMark) this.#overflowed(state);
     this.#waitForRoom(state);
   }
@@ -819,10 +915,10 @@ export class EventChannel {
       const excess = state.queuedBytes - state.highWaterMark;
       const start = batch.start(pending.from);
       let from = pending.from + 1;
-      while (from < pending.to && batch.ends[from - 1]! - start < excess) {
+      while (from < pending.to && batch.start(from) - start < excess) {
         from++;
       }
-      state.queuedBytes -= batch.ends[from - 1]! - start;
+      state.queuedBytes -= batch.start(from) - start;
       state.droppedEvents += from - pending.from;
       this.#eventsDropped += from - pending.from;
       if (from === pending.to) queue[state.head++] = undefined;
@@ -862,7 +958,7 @@ export class EventChannel {
     const queue = state.queue;
     while (state.head < queue.length) {
       const { batch, from, to } = queue[state.head]!;
-      const size = batch.ends[to - 1]! - batch.start(from);
+      const size = batch.size(from, to);
       if (!state.fits(size) || state.gone) break;
       queue[state.head++] = undefined;
       state.queuedBytes -= size;
@@ -934,21 +1030,38 @@ export class EventChannel {
         );
       }
     } else {
-      const parts: Uint8Array[] = [];
+      const missed: HistoryEntry[] = [];
       for (const entry of entries) {
         const { topic } = entry;
         if (
           state.topics === null || topic === undefined ||
           state.topics.has(topic)
         ) {
-          parts.push(entry.bytes);
+          missed.push(entry);
         }
         // Later events are delivered live.
         if (entry.id === lastId) break;
       }
-      if (parts.length > 0) state.preface = concat(parts);
+      if (missed.length > 0) state.preface = this.#join(missed);
     }
     this.#pump(state);
+  }
+
+  /** The entries' bytes, in one chunk. */
+  #join(entries: readonly HistoryEntry[]): Uint8Array {
+    if (entries.every((entry) => entry instanceof ChannelEntry)) {
+      const texts = (entries as ChannelEntry[]).map((entry) => entry.text);
+      return this.#encoder.encode(texts.join(""));
+    }
+    let length = 0;
+    for (const entry of entries) length += entry.bytes.byteLength;
+    const bytes = new Uint8Array(length);
+    let offset = 0;
+    for (const entry of entries) {
+      bytes.set(entry.bytes, offset);
+      offset += entry.bytes.byteLength;
+    }
+    return bytes;
   }
 
   #remove(state: Member): void {
@@ -970,15 +1083,20 @@ function backlog(state: Member): number {
     state.endpoint.bufferedAmount;
 }
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const bytes = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
+/** The length of `text` in UTF-8, lone surrogates counted as U+FFFD. */
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (
+      c >= 0xd800 && c <= 0xdbff && i + 1 < text.length &&
+      (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
   }
   return bytes;
 }

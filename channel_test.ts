@@ -227,6 +227,18 @@ describe("EventChannel: publish", () => {
     assert.deepEqual(datas(again.events()), ["everyone", "n2"]);
   });
 
+  test("topics slice non-ASCII batches at the right bytes", async () => {
+    const channel = new EventChannel();
+    const even = new FakeMember();
+    channel.join(even, { topics: ["even"] });
+    const datas_ = ["né", "😀", "\ud800 lone", "ascii", "日本語", "z"];
+    datas_.forEach((data, i) =>
+      channel.publish({ data }, { topic: i % 2 === 0 ? "even" : "odd" })
+    );
+    await tick();
+    assert.deepEqual(datas(even.events()), ["né", "\ufffd lone", "日本語"]);
+  });
+
   test("members leave on close and by leave()", async () => {
     const channel = new EventChannel();
     const a = new FakeMember();
@@ -341,6 +353,30 @@ describe("EventChannel: resume", () => {
     channel.publish({ data: "5" });
     await tick();
     assert.deepEqual(datas(member.events()), ["2", "3", "4", "5"]);
+  });
+
+  test("a store that keeps only bytes (its own entries) replays them", async () => {
+    const memory = new MemoryHistoryStore();
+    const plain: HistoryStore = {
+      append: (entry) =>
+        memory.append({
+          id: entry.id,
+          topic: entry.topic,
+          bytes: entry.bytes.slice(),
+        }),
+      readAfter: (id) => memory.readAfter(id),
+      bounds: () => memory.bounds(),
+    };
+    const channel = new EventChannel({ history: plain });
+    const first = channel.publish({ data: "1" });
+    const second = channel.publish({ event: "note", data: "é\n2" });
+    await tick();
+    const member = new FakeMember({ lastEventId: first });
+    channel.join(member);
+    assert.equal(
+      member.text(),
+      encodeServerSentEvent({ event: "note", id: second, data: "é\n2" }),
+    );
   });
 
   test("an id the history no longer holds gets a reset event carrying the newest id", () => {
