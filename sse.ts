@@ -1018,15 +1018,23 @@ export class EventEndpoint extends EventTarget {
         return closedRejection(reason);
       }
     }
+    // The writes of one tick go out as one chunk and settle together, so
+    // they share one promise: a send costs no allocation beyond its text.
+    const batch = this.#partsPending[0] ?? this.#newBatch();
+    this.#write(chunk, size);
+    return batch.promise;
+  }
+
+  #newBatch(): Pending {
     let resolve!: () => void;
     let reject!: (error: unknown) => void;
     const promise = new Promise<void>((res, rej) => {
       resolve = res;
       reject = rej;
     });
-    this.#partsPending.push({ promise, resolve, reject });
-    this.#write(chunk, size);
-    return promise;
+    const batch = { promise, resolve, reject };
+    this.#partsPending.push(batch);
+    return batch;
   }
 
   /** Queues bytes (internal writes have no promise) and schedules delivery. */
