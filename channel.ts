@@ -10,9 +10,12 @@
  * unknown, it gets a `reset` event instead, so it knows to reload its state.
  *
  * A slow client never delays the others: `publish` never waits for a member.
- * Once a member is a high-water mark behind, the channel either closes it (the
- * browser reconnects and resumes from history) or drops its oldest queued
- * events and sends it a `dropped` event with the count.
+ * The channel writes to a member while its endpoint buffers less than the
+ * member's high-water mark, and queues the rest for it. Once that queue is a
+ * high-water mark long too, the channel either closes the member (a browser
+ * reconnects and resumes from history) or drops its oldest queued events and
+ * sends it a `dropped` event with the count. Since the channel never writes
+ * past the mark, endpoints keep their default `overflow: "wait"`.
  *
  * @example Broadcast and resume with `Deno.serve`
  * ```ts
@@ -109,11 +112,14 @@ export interface ChannelMember extends EventTarget {
   readonly highWaterMark?: number;
   /**
    * Queues already-encoded event-stream bytes. The returned promise settles
-   * once the member has room again; the channel waits on it only for members
-   * that are behind.
+   * when the client has taken them (or the member failed); a member that is
+   * behind is written to again then.
    */
   write(encoded: Uint8Array): Promise<void>;
-  /** Closes the member. It must then dispatch a `close` event. */
+  /**
+   * Closes the member. Whoever closes it, it dispatches a `close` event,
+   * and the channel lets it go.
+   */
   close(): void;
 }
 
@@ -334,18 +340,20 @@ export interface EventChannelOptions {
    */
   history?: HistoryStore;
   /**
-   * What to do once a member has fallen a high-water mark behind: `"close"`
-   * closes it (a browser then reconnects and resumes from history) and
-   * `"drop-oldest"` discards its oldest queued events and sends it the
-   * `dropped` event.
+   * What to do once the channel's queue for a member is longer than its
+   * high-water mark: `"close"` closes it (a browser then reconnects and
+   * resumes from history) and `"drop-oldest"` discards its oldest queued
+   * events and sends it the `dropped` event.
    *
    * @default {"close"}
    */
   overflow?: ChannelOverflowPolicy;
   /**
-   * Bytes a member may fall behind in the channel's own queue, on top of what
-   * its endpoint already buffers, before the overflow policy applies. Used
-   * for members that do not report their own `highWaterMark`.
+   * A member's high-water mark in bytes, unless it reports its own: the
+   * channel writes to it while its endpoint buffers less than this (a tick's
+   * events always go to an endpoint with an empty buffer), and queues the
+   * rest; the overflow policy applies once the queue is longer than this
+   * too. The default is `EventEndpoint`'s own default.
    *
    * @default {1048576}
    */
