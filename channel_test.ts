@@ -510,6 +510,75 @@ describe("EventChannel: slow members", () => {
   });
 });
 
+/**
+ * Like an endpoint on node, where a write's promise resolves once
+ * `res.write()` accepts it, while `bufferedAmount` still counts what node has
+ * not sent yet (`held`, which the test lowers).
+ */
+class NodeLike extends FakeMember {
+  held = 0;
+  override get bufferedAmount(): number {
+    return this.held;
+  }
+  override write(bytes: Uint8Array): Promise<void> {
+    this.held += bytes.byteLength;
+    return super.write(bytes);
+  }
+}
+
+describe("EventChannel: flow control", () => {
+  test("a member whose buffer drains without settling a write is polled, not spun on", async () => {
+    const channel = new EventChannel({ idPrefix: "n-" });
+    const member = new NodeLike({ highWaterMark: 20 });
+    channel.join(member);
+    channel.publish({ data: "1" }); // 15 bytes: written
+    await tick();
+    channel.publish({ data: "2" }); // 15 + 15 > 20: queued
+    await tick();
+    assert.deepEqual(datas(member.events()), ["1"]);
+    member.held = 0; // the socket took it; nothing settles
+    await until(() => member.events().length === 2, "the queued event");
+    assert.deepEqual(datas(member.events()), ["1", "2"]);
+    assert.equal(channel.queuedBytes(member), 15);
+    member.close();
+    assert.equal(channel.size, 0);
+  });
+
+  test("a member that leaves while behind is never written to again", async () => {
+    const channel = new EventChannel({ idPrefix: "n-" });
+    const member = new NodeLike({ highWaterMark: 20 });
+    channel.join(member);
+    channel.publish({ data: "1" });
+    await tick();
+    channel.publish({ data: "2" });
+    await tick();
+    assert.equal(channel.queuedBytes(member), 30);
+    assert.equal(channel.leave(member), true);
+    assert.equal(channel.queuedBytes(member), undefined);
+    assert.equal(channel.stats().queuedBytes, 0);
+    member.held = 0;
+    // Longer than the channel's poll interval (5 ms).
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.deepEqual(datas(member.events()), ["1"]);
+  });
+
+  test("join options override the endpoint's id and high-water mark", () => {
+    const channel = new EventChannel();
+    const first = channel.publish({ data: "1" });
+    channel.publish({ data: "2" });
+    const live = new FakeMember({ lastEventId: first });
+    channel.join(live, { lastEventId: "" });
+    assert.equal(live.chunks.length, 0, "joined live: no replay");
+    const other = new FakeMember();
+    channel.join(other, { lastEventId: first });
+    assert.deepEqual(datas(other.events()), ["2"]);
+    assert.throws(
+      () => channel.join(new FakeMember(), { highWaterMark: Number.NaN }),
+      /highWaterMark is NaN, expected a number of bytes >= 0/,
+    );
+  });
+});
+
 describe("MemoryHistoryStore", () => {
   const entry = (id: string): HistoryEntry => ({
     id,
