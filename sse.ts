@@ -415,6 +415,61 @@ function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
   return bytes;
 }
 
+/** A message encoded by `send`/`sendEvent`, with its size in UTF-8 bytes. */
+interface EncodedMessage {
+  event: string | undefined;
+  data: string;
+  id: string | undefined;
+  text: string;
+  size: number;
+  /** Its bytes, once a second endpoint sends the same message. */
+  bytes: Uint8Array | null;
+}
+
+/**
+ * The last message `send`/`sendEvent` encoded, kept until the end of the
+ * tick. A loop that sends one message to many endpoints then validates and
+ * encodes it once, and every endpoint after the first gets the same bytes.
+ */
+let lastEncoded: EncodedMessage | null = null;
+
+function forgetLastEncoded(): void {
+  lastEncoded = null;
+}
+
+function encodeFields(
+  event: string | undefined,
+  data: string,
+  id: string | undefined,
+): EncodedMessage {
+  const last = lastEncoded;
+  if (
+    last !== null && last.data === data && last.id === id &&
+    last.event === event
+  ) {
+    last.bytes ??= utf8.encode(last.text);
+    return last;
+  }
+  const message: ServerSentEventMessage = { data };
+  if (event !== undefined) message.event = event;
+  if (id !== undefined) message.id = id;
+  const text = encodeServerSentEvent(message);
+  if (lastEncoded === null) queueMicrotask(forgetLastEncoded);
+  return lastEncoded = {
+    event,
+    data,
+    id,
+    text,
+    size: utf8Length(text),
+    bytes: null,
+  };
+}
+
+/** The bytes when they exist (shared, not copied), else the text. */
+function encodedChunk(encoded: EncodedMessage): string | Uint8Array {
+  return encoded.bytes ?? encoded.text;
+}
+
 interface Pending {
   promise: Promise<void>;
   resolve(): void;
@@ -818,7 +873,7 @@ export class EventEndpoint extends EventTarget {
    * promise un-awaited is safe.
    */
   send(data: string, id?: string): Promise<void> {
-    return this.#sendMessage(id === undefined ? { data } : { id, data });
+    return this.#sendFields(undefined, data, id);
   }
 
   /**
@@ -833,9 +888,7 @@ export class EventEndpoint extends EventTarget {
    * promise un-awaited is safe.
    */
   sendEvent(event: string, data: string, id?: string): Promise<void> {
-    return this.#sendMessage(
-      id === undefined ? { event, data } : { event, id, data },
-    );
+    return this.#sendFields(event, data, id);
   }
 
   /**
@@ -980,30 +1033,33 @@ export class EventEndpoint extends EventTarget {
     this.#scheduleFlush();
   }
 
-  #sendMessage(message: ServerSentEventMessage): Promise<void> {
-    let text: string;
+  #sendFields(
+    event: string | undefined,
+    data: string,
+    id: string | undefined,
+  ): Promise<void> {
+    let encoded: EncodedMessage;
     try {
-      text = encodeServerSentEvent(message);
+      encoded = encodeFields(event, data, id);
     } catch (error) {
       return Promise.reject(error);
     }
     const dropped = this.#droppedCount;
-    const sent = this.#accept(text);
-    if (
-      message.id !== undefined && !this.#closed &&
-      this.#droppedCount === dropped
-    ) {
-      this.#lastEventId = message.id;
+    const sent = this.#accept(encodedChunk(encoded), encoded.size);
+    if (id !== undefined && !this.#closed && this.#droppedCount === dropped) {
+      this.#lastEventId = id;
     }
     return sent;
   }
 
   /** A write from the user: checks closed and the overflow policy. */
-  #accept(chunk: string | Uint8Array): Promise<void> {
-    if (this.#closed) return closedRejection(this.#closeReason);
-    const size = typeof chunk === "string"
+  #accept(
+    chunk: string | Uint8Array,
+    size: number = typeof chunk === "string"
       ? utf8Length(chunk)
-      : chunk.byteLength;
+      : chunk.byteLength,
+  ): Promise<void> {
+    if (this.#closed) return closedRejection(this.#closeReason);
     if (size === 0) return Promise.resolve();
     const buffered = this.bufferedAmount;
     if (buffered > 0 && buffered + size > this.#highWaterMark) {

@@ -712,6 +712,27 @@ describe("EventEndpoint (in memory)", () => {
     });
   });
 
+  test("a message sent to many endpoints in one tick is encoded once and reaches each exactly", async () => {
+    const endpoints = [endpoint(), endpoint(), endpoint()];
+    const readers = endpoints.map((e) => e.response!.body!.getReader());
+    for (const reader of readers) assert.equal(await readText(reader), ":\n");
+    for (const e of endpoints) {
+      e.send("same", "1");
+      e.sendEvent("tick", "same", "1"); // same data and id, another event
+      e.send("same", "2"); // same data, another id
+      e.send("é\r\nnext");
+    }
+    await assert.rejects(endpoints[0]!.send("x", "bad\nid"), TypeError);
+    await assert.rejects(endpoints[1]!.send("x", "bad\nid"), TypeError);
+    const expected = "id:1\ndata:same\n\n" + "event:tick\nid:1\ndata:same\n\n" +
+      "id:2\ndata:same\n\n" + "data:é\ndata:next\n\n";
+    for (const [i, reader] of readers.entries()) {
+      assert.equal(await readText(reader), expected);
+      assert.equal(endpoints[i]!.lastEventId, "2");
+      await reader.cancel();
+    }
+  });
+
   test("sends left un-awaited when the client goes away are no unhandled rejections", async () => {
     const unhandled: unknown[] = [];
     const record = (reason: unknown) => unhandled.push(reason);

@@ -191,14 +191,14 @@ function floorWeb(round: string): Response {
 function ssekitWeb(request: Request, round: string): Response {
   const endpoint = new EventEndpoint(request);
   if (impl === "ssekit-channel") {
-    endpoint.send(READY).catch(() => {});
+    endpoint.send(READY);
     channelFor(round).join(endpoint);
     join(round, { send() {} });
     return endpoint.response!;
   }
-  endpoint.send(READY).catch(() => {});
+  endpoint.send(READY);
   join(round, {
-    send: (data, id) => endpoint.send(data, id).catch(() => {}),
+    send: (data, id) => void endpoint.send(data, id),
   });
   return endpoint.response!;
 }
@@ -304,16 +304,16 @@ function nodeSse(
     }
     case "ssekit-channel": {
       const endpoint = new EventEndpoint(req, res);
-      endpoint.send(READY).catch(() => {});
+      endpoint.send(READY);
       channelFor(round).join(endpoint);
       join(round, { send() {} });
       return;
     }
     case "ssekit": {
       const endpoint = new EventEndpoint(req, res);
-      endpoint.send(READY).catch(() => {});
+      endpoint.send(READY);
       join(round, {
-        send: (data, id) => endpoint.send(data, id).catch(() => {}),
+        send: (data, id) => void endpoint.send(data, id),
       });
       return;
     }
