@@ -394,14 +394,49 @@ function utf8Length(text: string): number {
   return bytes;
 }
 
+/**
+ * The last batch of shared byte parts joined, kept until the end of the tick.
+ * When a loop broadcasts, every endpoint's batch is the same encoded messages
+ * in the same order; they then share one chunk instead of each copying.
+ */
+let lastJoinedParts: Uint8Array[] | null = null;
+let lastJoined: Uint8Array = new Uint8Array(0);
+
+function forgetLastJoined(): void {
+  lastJoinedParts = null;
+}
+
+function sameParts(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
   if (parts.length === 1) {
     const only = parts[0]!;
     return typeof only === "string" ? utf8.encode(only) : only;
   }
-  if (parts.every((part) => typeof part === "string")) {
+  if (typeof parts[0] === "string" && parts.every(isString)) {
     return utf8.encode(parts.join(""));
   }
+  if (lastJoinedParts !== null && sameParts(parts, lastJoinedParts)) {
+    return lastJoined;
+  }
+  const bytes = joinParts(parts, size);
+  if (!parts.some(isString)) {
+    if (lastJoinedParts === null) queueMicrotask(forgetLastJoined);
+    lastJoinedParts = parts as Uint8Array[];
+    lastJoined = bytes;
+  }
+  return bytes;
+}
+
+function isString(part: string | Uint8Array): part is string {
+  return typeof part === "string";
+}
+
+function joinParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
   const bytes = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {
