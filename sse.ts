@@ -344,6 +344,28 @@ export interface EventEndpointOptions {
  */
 const NO_RECONNECT_MARKER = "ssekit:closed:";
 
+/** The headers of every event stream; `options.headers` may add or replace. */
+const EVENT_STREAM_HEADERS: Readonly<Record<string, string>> = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  "x-accel-buffering": "no",
+};
+
+const NO_HEADERS: Readonly<Record<string, string>> = {};
+
+/**
+ * `HeadersInit` as a record with lower-case names. Most endpoints have no
+ * extra headers and skip building a `Headers`, which is not cheap per client.
+ */
+function headerRecord(
+  init: HeadersInit | undefined,
+): Readonly<Record<string, string>> {
+  if (init === undefined) return NO_HEADERS;
+  const record: Record<string, string> = {};
+  new Headers(init).forEach((value, name) => (record[name] = value));
+  return record;
+}
+
 const CONNECTION_SPECIFIC = new Set([
   "connection",
   "keep-alive",
@@ -763,14 +785,8 @@ export class EventEndpoint extends EventTarget {
       ? header.slice(NO_RECONNECT_MARKER.length)
       : header;
 
-    const headers = new Headers({
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      "x-accel-buffering": "no",
-    });
-    new Headers(options.headers).forEach((value, name) => {
-      headers.set(name, value);
-    });
+    const extra = headerRecord(options.headers);
+    const headers = { ...EVENT_STREAM_HEADERS, ...extra };
 
     if (noContent) {
       this.#closed = true;
@@ -778,7 +794,6 @@ export class EventEndpoint extends EventTarget {
       // `close` still fires (after the handler has added its listeners), so
       // code that cleans up on `close` works for this endpoint too.
       queueMicrotask(() => this.#finish(true, this.#closeReason));
-      const extra = new Headers(options.headers);
       if (res) {
         res.writeHead(
           204,
@@ -1234,13 +1249,15 @@ export class EventEndpoint extends EventTarget {
 
   #nodeHeaders(
     req: NodeRequestLike,
-    headers: Headers,
+    headers: Record<string, string>,
   ): Record<string, string> {
     const http2 = req.httpVersionMajor >= 2;
     const record: Record<string, string> = {};
-    headers.forEach((value, name) => {
-      if (!http2 || !CONNECTION_SPECIFIC.has(name)) record[name] = value;
-    });
+    for (const name in headers) {
+      if (!http2 || !CONNECTION_SPECIFIC.has(name)) {
+        record[name] = headers[name]!;
+      }
+    }
     if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
       record["connection"] = "keep-alive";
     }
