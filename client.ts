@@ -282,10 +282,34 @@ export class ServerSentEventParser {
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
     while (lf !== -1) {
+      const first = text.charCodeAt(position);
       if (lf === position) {
         this.#dispatch();
       } else if (
-        text.charCodeAt(position) === 100 && // d
+        first === 105 && // i
+        text.charCodeAt(position + 1) === 100 && // d
+        text.charCodeAt(position + 2) === COLON
+      ) {
+        // Inlined `id:` (the generic #line path costs a call and a switch).
+        const value = text.slice(
+          text.charCodeAt(position + 3) === SPACE ? position + 4 : position + 3,
+          lf,
+        );
+        if (value.indexOf("\0") === -1) this.#lastEventIdBuffer = value;
+      } else if (
+        first === 101 && // e
+        text.charCodeAt(position + 1) === 118 && // v
+        text.charCodeAt(position + 2) === 101 && // e
+        text.charCodeAt(position + 3) === 110 && // n
+        text.charCodeAt(position + 4) === 116 && // t
+        text.charCodeAt(position + 5) === COLON
+      ) {
+        this.#eventType = text.slice(
+          text.charCodeAt(position + 6) === SPACE ? position + 7 : position + 6,
+          lf,
+        );
+      } else if (
+        first === 100 && // d
         text.charCodeAt(position + 1) === 97 && // a
         text.charCodeAt(position + 2) === 116 && // t
         text.charCodeAt(position + 3) === 97 && // a
