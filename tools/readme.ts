@@ -42,7 +42,20 @@ export function renderReadme(
  * README section that includes it has its own heading.
  */
 function withoutTitle(markdown: string): string {
-  return markdown.replace(/^(<!--[\s\S]*?-->\s*)?#\s[^\n]*\n+/, "");
+  return nestHeadings(
+    markdown.replace(/^(<!--[\s\S]*?-->\s*)?#\s[^\n]*\n+/, ""),
+  );
+}
+
+/** Demotes headings so the file's top ones become `###`, under the README's `##`. */
+function nestHeadings(markdown: string): string {
+  const levels = [...markdown.matchAll(/^(#+)\s/gm)].map((m) => m[1]!.length);
+  const shift = levels.length ? 3 - Math.min(...levels) : 0;
+  if (shift <= 0) return markdown;
+  return markdown.replace(
+    /^(#+)(?=\s)/gm,
+    (hashes) => "#".repeat(hashes.length + shift),
+  );
 }
 
 const root = new URL("../", import.meta.url);
