@@ -21,13 +21,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { launchChromium } from "../tools/chromium.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const DENO = join(root, "node_modules", ".bin", "deno");
 const SERVER = join(root, "demo", "server.ts");
 const OUTPUT = join(root, "demo", "output");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 /** Upper bound for any one wait; a healthy run needs a few seconds in all. */
 const WAIT_MS = 20_000;
 
@@ -179,19 +179,7 @@ async function main(): Promise<number> {
     const url = `http://127.0.0.1:${port}/`;
     console.log(`demo server on ${url} (history in ${dataDir})`);
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium();
     const context = await browser.newContext({
       viewport: { width: 1280, height: 860 },
     });

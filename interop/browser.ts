@@ -14,7 +14,7 @@
 
 import { existsSync } from "node:fs";
 import process from "node:process";
-import { chromium } from "playwright-core";
+import { CHROMIUM_PATH, launchChromium } from "../tools/chromium.ts";
 import { DEADLINE } from "./matrix.ts";
 import { observeEventSource } from "./observe.ts";
 import { failures, type Results, writeResults } from "./report.ts";
@@ -22,26 +22,14 @@ import { judge, type Observation, ServerLog } from "./scenario.ts";
 import { ssekitServer } from "./servers.ts";
 import { runtime, versioned } from "./serve.ts";
 
-const EXECUTABLE = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-sync",
-];
-
 async function main(): Promise<number> {
   if (runtime !== "node") {
     console.error("interop/browser.ts runs on Node 24: node_modules/.bin/node");
     return 2;
   }
-  if (!existsSync(EXECUTABLE)) {
+  if (!existsSync(CHROMIUM_PATH)) {
     console.error(
-      `No Chromium at ${EXECUTABLE}: install it (apt-get install -y chromium) or set CHROMIUM`,
+      `No Chromium at ${CHROMIUM_PATH}: install it (apt-get install -y chromium) or set CHROMIUM`,
     );
     return 2;
   }
@@ -50,10 +38,7 @@ async function main(): Promise<number> {
   let results: Results;
   try {
     // launch() uses a new, empty user data directory each time.
-    const browser = await chromium.launch({
-      executablePath: EXECUTABLE,
-      args: FLAGS,
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       // Same origin as the stream, so no CORS is involved.
