@@ -312,9 +312,11 @@ export interface EventEndpointOptions {
    */
   reconnectionTime?: number;
   /**
-   * Send a comment line (`:`) after this many ms without other writes, so
-   * that idle timeouts (Bun.serve: 10 s by default; proxies) keep the stream
-   * open. `0` disables it.
+   * The longest the stream stays quiet: a comment line (`:`) is sent when
+   * there was no write for this many ms (checked every quarter of it, so
+   * after 0.75× to 1× of it), so that idle timeouts (Bun.serve: 10 s by
+   * default; proxies) keep the stream open. `0` disables it. Endpoints with
+   * the same interval share one timer.
    *
    * @default {5000}
    */
@@ -421,7 +423,7 @@ function utf8Length(text: string): number {
  * When a loop broadcasts, every endpoint's batch is the same encoded messages
  * in the same order; they then share one chunk instead of each copying.
  */
-let lastJoinedParts: Uint8Array[] | null = null;
+let lastJoinedParts: readonly Uint8Array[] | null = null;
 let lastJoined: Uint8Array = new Uint8Array(0);
 
 function forgetLastJoined(): void {
@@ -434,7 +436,10 @@ function sameParts(a: readonly unknown[], b: readonly unknown[]): boolean {
   return true;
 }
 
-function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
+function encodeParts(
+  parts: readonly (string | Uint8Array)[],
+  size: number,
+): Uint8Array {
   if (parts.length === 1) {
     const only = parts[0]!;
     return typeof only === "string" ? utf8.encode(only) : only;
@@ -448,7 +453,7 @@ function encodeParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
   const bytes = joinParts(parts, size);
   if (!parts.some(isString)) {
     if (lastJoinedParts === null) queueMicrotask(forgetLastJoined);
-    lastJoinedParts = parts as Uint8Array[];
+    lastJoinedParts = parts as readonly Uint8Array[];
     lastJoined = bytes;
   }
   return bytes;
@@ -458,7 +463,10 @@ function isString(part: string | Uint8Array): part is string {
   return typeof part === "string";
 }
 
-function joinParts(parts: (string | Uint8Array)[], size: number): Uint8Array {
+function joinParts(
+  parts: readonly (string | Uint8Array)[],
+  size: number,
+): Uint8Array {
   const bytes = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {
@@ -533,6 +541,30 @@ interface Pending {
   reject(error: unknown): void;
 }
 
+/** Heartbeat timer ticks per heartbeat interval. */
+const HEARTBEAT_TICKS = 4;
+
+/** The shared heartbeat timer of the endpoints with one interval. */
+interface HeartbeatClock {
+  /** Ticks so far. */
+  tick: number;
+  members: Set<EventEndpoint>;
+  timer: ReturnType<typeof setInterval>;
+}
+
+/** The parts of an endpoint with nothing queued (shared, never written). */
+const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
+
+function newPending(): Pending {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
 function ignore(): void {}
 
 /**
@@ -595,7 +627,8 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * One client's event stream — jsext's `EventEndpoint` API (`send`,
  * `sendEvent`, `dispatchEvent(new MessageEvent(…))`, `close`, `lastEventId`,
  * `closed`, `response`, the `close` event) with injection-proof encoding,
- * backpressure, heartbeats, disconnect detection and no process-global state.
+ * backpressure, heartbeats and disconnect detection, and no global registry of
+ * clients.
  *
  * Web (`Deno.serve`, `Bun.serve`, Hono…): `new EventEndpoint(request)` and
  * return `endpoint.response`. Node (`node:http`, `node:http2` compatibility
@@ -621,8 +654,8 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  *
  * **Backpressure.** Writes made in the same tick are coalesced into one
  * chunk. A write's promise resolves when the runtime has taken its bytes: on
- * the web when the response body stream is pulled (it has no queue of its
- * own), on node when `res.write()` accepts it without asking to wait for
+ * the web when the runtime reads it from the response body (which queues at
+ * most one chunk ahead of the runtime's reads), on node when `res.write()` accepts it without asking to wait for
  * `drain` (or at `drain`). {@linkcode EventEndpoint.bufferedAmount} counts the
  * bytes not yet taken (plus, on node, `res.writableLength`);
  * {@linkcode EventEndpointOptions.highWaterMark} and
@@ -630,7 +663,8 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  *
  * **Disconnects.** A cancelled body stream (Deno.serve and Bun.serve cancel
  * it when the client goes away), an aborted `request.signal` (not read on
- * Deno, where Deno.serve prints a warning when it is read), or the node
+ * Deno, where Deno.serve prints a warning when it is read, nor on Bun, where
+ * reading it costs about 1 KiB per connection; both cancel the body), or the node
  * response's `close` or `finish` before `end()` mark the endpoint closed: the heartbeat
  * stops, pending and later writes reject with a `DOMException`
  * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
@@ -702,27 +736,34 @@ export class EventEndpoint extends EventTarget {
   #finished = false;
   #closeReason = "closed by the server";
 
-  // Writes not yet handed to the runtime, coalesced at the next delivery.
-  #parts: (string | Uint8Array)[] = [];
+  // Writes not yet handed to the runtime, coalesced at the next delivery,
+  // and the promise they share. (Idle endpoints hold no arrays: with
+  // thousands of connections every object per endpoint shows.)
+  #parts: readonly (string | Uint8Array)[] = NO_PARTS;
   #partsSize = 0;
-  #partsPending: Pending[] = [];
+  #batch: Pending | null = null;
   #flushScheduled = false;
   #droppedCount = 0;
 
-  // Web: the body stream's controller, and the pull waiting for data.
+  // Web: the body stream's controller; whether it has room for a chunk
+  // (it pulled); the chunk in its queue the runtime has not read yet.
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
-  #pullWaiting: (() => void) | null = null;
+  #pulled = false;
+  #ahead: Pending | null = null;
+  #aheadSize = 0;
   #abortSignal: AbortSignal | null = null;
   #onAbort: (() => void) | null = null;
 
   // Node: writes accepted by `res.write()` after it asked us to wait.
-  #drainPending: Pending[] = [];
+  #drainPending: Pending | null = null;
   #waitingForDrain = false;
   #ended = false;
-  #nodeListeners: [string, () => void][] = [];
+  #nodeListeners: [string, () => void][] | null = null;
 
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #lastWrite = 0;
+  #clock: HeartbeatClock | null = null;
+  #lastWriteTick = 0;
+  /** One timer per heartbeat interval, not one per client (memory, churn). */
+  static #clocks = new Map<number, HeartbeatClock>();
 
   /**
    * Serves a web `Request`; return {@linkcode EventEndpoint.response}.
@@ -851,12 +892,14 @@ export class EventEndpoint extends EventTarget {
         pull: () => this.#pull(),
         // The runtime cancels the body when the client goes away.
         cancel: () => this.#fail("the client disconnected", false),
-      }, { highWaterMark: 0 });
+      }, { highWaterMark: 1 });
       this.#response = new Response(body, { status: 200, headers });
       // Deno.serve prints a warning when `request.signal` is read (it aborts
       // after successful responses too), and cancels the body on disconnect
       // anyway, so the signal is only watched elsewhere.
-      const signal = "Deno" in globalThis ? undefined : web.signal;
+      const signal = "Deno" in globalThis || "Bun" in globalThis
+        ? undefined
+        : web.signal;
       if (signal) {
         this.#abortSignal = signal;
         this.#onAbort = () => this.#fail("the client disconnected");
@@ -895,7 +938,8 @@ export class EventEndpoint extends EventTarget {
    * node, including `res.writableLength`, which node has buffered).
    */
   get bufferedAmount(): number {
-    return this.#partsSize + (this.#nodeResponse?.writableLength ?? 0);
+    return this.#partsSize + this.#aheadSize +
+      (this.#nodeResponse?.writableLength ?? 0);
   }
 
   /**
@@ -1126,26 +1170,15 @@ export class EventEndpoint extends EventTarget {
     }
     // The writes of one tick go out as one chunk and settle together, so
     // they share one promise: a send costs no allocation beyond its text.
-    const batch = this.#partsPending[0] ?? this.#newBatch();
+    const batch = this.#batch ??= newPending();
     this.#write(chunk, size);
     return batch.promise;
   }
 
-  #newBatch(): Pending {
-    let resolve!: () => void;
-    let reject!: (error: unknown) => void;
-    const promise = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    const batch = { promise, resolve, reject };
-    this.#partsPending.push(batch);
-    return batch;
-  }
-
   /** Queues bytes (internal writes have no promise) and schedules delivery. */
   #write(chunk: string | Uint8Array, size?: number): void {
-    this.#parts.push(chunk);
+    if (this.#parts.length === 0) this.#parts = [chunk];
+    else (this.#parts as (string | Uint8Array)[]).push(chunk);
     this.#partsSize += size ??
       (typeof chunk === "string" ? utf8Length(chunk) : chunk.byteLength);
     this.#scheduleFlush();
@@ -1160,15 +1193,20 @@ export class EventEndpoint extends EventTarget {
     });
   }
 
-  /** Takes everything queued as one chunk and its pending writes. */
-  #take(): [Uint8Array, Pending[]] {
+  /** Takes everything queued as one chunk; `#batch` still holds its promise. */
+  #take(): Uint8Array {
     const bytes = encodeParts(this.#parts, this.#partsSize);
-    const pending = this.#partsPending;
-    this.#parts = [];
+    this.#parts = NO_PARTS;
     this.#partsSize = 0;
-    this.#partsPending = [];
-    this.#lastWrite = Date.now();
-    return [bytes, pending];
+    if (this.#clock) this.#lastWriteTick = this.#clock.tick;
+    return bytes;
+  }
+
+  /** Hands over the promise of the writes just taken. */
+  #takeBatch(): Pending | null {
+    const batch = this.#batch;
+    this.#batch = null;
+    return batch;
   }
 
   #deliver(): void {
@@ -1179,48 +1217,59 @@ export class EventEndpoint extends EventTarget {
 
   #deliverWeb(): void {
     const controller = this.#controller;
-    const wake = this.#pullWaiting;
-    if (!controller || !wake) return;
+    if (!controller || !this.#pulled) return;
     if (this.#parts.length > 0) {
-      const [bytes, pending] = this.#take();
-      this.#pullWaiting = null;
+      // The chunk waits in the body's queue, so the runtime's next read finds
+      // it at once (the first one goes out with the headers). It counts as
+      // buffered until the next pull, which means the runtime has read it.
+      const bytes = this.#take();
+      this.#pulled = false;
+      this.#ahead = this.#takeBatch();
+      this.#aheadSize = bytes.byteLength;
       controller.enqueue(bytes);
-      for (const p of pending) p.resolve();
-      wake();
     } else if (this.#closed) {
-      this.#pullWaiting = null;
+      this.#pulled = false;
       controller.close();
-      wake();
       this.#finish(true);
     }
   }
 
-  #pull(): Promise<void> {
-    if (this.#timer === undefined && !this.#closed) this.#startHeartbeat();
-    const promise = new Promise<void>((resolve) => {
-      this.#pullWaiting = resolve;
-    });
+  /**
+   * The body's queue is empty (the runtime read the chunk ahead) and has
+   * room. Nothing is returned: a pending promise per idle client would cost
+   * memory, and the stream pulls again only after the next chunk is read.
+   */
+  #pull(): void {
+    this.#pulled = true;
+    if (this.#aheadSize > 0) {
+      this.#aheadSize = 0;
+      this.#ahead?.resolve();
+      this.#ahead = null;
+      // Served, not just built: only now may a timer hold on to it.
+      this.#startHeartbeat();
+    }
     // Data already waiting goes now; new writes wait for the microtask so
     // that writes of the same tick share a chunk.
     if (!this.#flushScheduled) this.#deliverWeb();
-    return promise;
   }
 
   #deliverNode(res: NodeResponseLike): void {
     if (this.#waitingForDrain) return;
     if (this.#parts.length > 0) {
-      const [bytes, pending] = this.#take();
+      const bytes = this.#take();
+      const batch = this.#takeBatch();
       let accepted: boolean;
       try {
         accepted = res.write(bytes);
       } catch (error) {
-        for (const p of pending) rejectClosed(p, error);
+        if (batch) rejectClosed(batch, error);
         this.#fail("a write failed");
         return;
       }
-      if (accepted) { for (const p of pending) p.resolve(); }
+      if (accepted) batch?.resolve();
       else {
-        this.#drainPending.push(...pending);
+        // Nothing more is written until `drain`: one batch waits at most.
+        this.#drainPending = batch;
         this.#waitingForDrain = true;
       }
     }
@@ -1232,9 +1281,8 @@ export class EventEndpoint extends EventTarget {
 
   #onDrain(): void {
     this.#waitingForDrain = false;
-    const pending = this.#drainPending;
-    this.#drainPending = [];
-    for (const p of pending) p.resolve();
+    this.#drainPending?.resolve();
+    this.#drainPending = null;
     this.#deliver();
   }
 
@@ -1244,7 +1292,7 @@ export class EventEndpoint extends EventTarget {
     listener: () => void,
   ): void {
     res.on(event, listener);
-    this.#nodeListeners.push([event, listener]);
+    (this.#nodeListeners ??= []).push([event, listener]);
   }
 
   #nodeHeaders(
@@ -1265,33 +1313,50 @@ export class EventEndpoint extends EventTarget {
   }
 
   #startHeartbeat(): void {
-    if (this.#heartbeat === 0) return;
-    this.#lastWrite = Date.now();
-    this.#armHeartbeat(this.#heartbeat);
+    if (this.#heartbeat === 0 || this.#clock || this.#closed) return;
+    const clock = EventEndpoint.#clocks.get(this.#heartbeat) ??
+      EventEndpoint.#newClock(this.#heartbeat);
+    clock.members.add(this);
+    this.#clock = clock;
+    this.#lastWriteTick = clock.tick;
   }
 
-  #armHeartbeat(delay: number): void {
-    // One timer re-armed from its own callback: writes only update
-    // `#lastWrite` instead of clearing and setting a timer each.
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#closed) return;
-      const idle = Date.now() - this.#lastWrite;
-      if (idle >= this.#heartbeat && this.bufferedAmount === 0) {
-        this.#write(":\n");
-        this.#lastWrite = Date.now();
-        this.#armHeartbeat(this.#heartbeat);
-      } else {
-        this.#armHeartbeat(Math.max(1, this.#heartbeat - idle));
-      }
-    }, delay);
+  static #newClock(heartbeat: number): HeartbeatClock {
+    const clock: HeartbeatClock = {
+      tick: 0,
+      members: new Set(),
+      timer: setInterval(() => {
+        clock.tick++;
+        for (const endpoint of clock.members) endpoint.#beat(clock.tick);
+      }, Math.max(1, heartbeat / HEARTBEAT_TICKS)),
+    };
     // A heartbeat alone must not keep a process alive: the server does.
-    (this.#timer as { unref?: () => void }).unref?.();
+    (clock.timer as { unref?: () => void }).unref?.();
+    EventEndpoint.#clocks.set(heartbeat, clock);
+    return clock;
+  }
+
+  /**
+   * Writes a heartbeat when the last write was `HEARTBEAT_TICKS` ticks ago:
+   * the stream is never quiet for longer than the interval.
+   */
+  #beat(tick: number): void {
+    if (
+      tick - this.#lastWriteTick >= HEARTBEAT_TICKS && this.bufferedAmount === 0
+    ) {
+      this.#write(":\n");
+    }
   }
 
   #stopHeartbeat(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    const clock = this.#clock;
+    if (!clock) return;
+    this.#clock = null;
+    clock.members.delete(this);
+    if (clock.members.size === 0) {
+      clearInterval(clock.timer);
+      EventEndpoint.#clocks.delete(this.#heartbeat);
+    }
   }
 
   /**
@@ -1303,14 +1368,15 @@ export class EventEndpoint extends EventTarget {
     this.#closed = true;
     this.#closeReason = reason;
     const error = closedError(reason);
-    const pending = [...this.#partsPending, ...this.#drainPending];
-    this.#parts = [];
+    // Nothing queued, in the body's queue or waiting for `drain` was read.
+    for (const p of [this.#batch, this.#ahead, this.#drainPending]) {
+      if (p) rejectClosed(p, error);
+    }
+    this.#batch = this.#ahead = this.#drainPending = null;
+    this.#aheadSize = 0;
+    this.#parts = NO_PARTS;
     this.#partsSize = 0;
-    this.#partsPending = [];
-    this.#drainPending = [];
-    for (const p of pending) rejectClosed(p, error);
-    const wake = this.#pullWaiting;
-    this.#pullWaiting = null;
+    this.#pulled = false;
     if (errorBody) {
       try {
         this.#controller?.error(error);
@@ -1318,7 +1384,6 @@ export class EventEndpoint extends EventTarget {
         // Already cancelled by the runtime.
       }
     }
-    wake?.();
     try {
       this.#nodeResponse?.destroy();
     } catch {
@@ -1340,13 +1405,13 @@ export class EventEndpoint extends EventTarget {
     const res = this.#nodeResponse;
     if (res) {
       // The `error` listener stays: an unhandled `error` would crash node.
-      for (const [event, listener] of this.#nodeListeners) {
+      for (const [event, listener] of this.#nodeListeners ?? []) {
         if (event !== "error") res.off(event, listener);
       }
-      this.#nodeListeners = [];
+      this.#nodeListeners = null;
       // Writes that node had buffered when the stream finished were taken.
-      for (const p of this.#drainPending) p.resolve();
-      this.#drainPending = [];
+      this.#drainPending?.resolve();
+      this.#drainPending = null;
     }
     super.dispatchEvent(closeEvent(wasClean, reason));
   }
