@@ -1155,13 +1155,15 @@ export class EventEndpoint extends EventTarget {
   ): Promise<void> {
     if (this.#closed) return closedRejection(this.#closeReason);
     if (size === 0) return Promise.resolve();
-    const buffered = this.bufferedAmount;
-    if (buffered > 0 && buffered + size > this.#highWaterMark) {
-      if (this.#overflow === "drop") {
-        this.#droppedCount++;
-        return Promise.resolve();
-      }
-      if (this.#overflow === "close") {
+    // Under "wait" the caller waits on the promise: nothing to check (and on
+    // node reading `res.writableLength` per send costs).
+    if (this.#overflow !== "wait") {
+      const buffered = this.bufferedAmount;
+      if (buffered > 0 && buffered + size > this.#highWaterMark) {
+        if (this.#overflow === "drop") {
+          this.#droppedCount++;
+          return Promise.resolve();
+        }
         const reason =
           `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`;
         this.#fail(reason);

@@ -57,6 +57,42 @@ function floor(c: ParseCase): Tally {
   return { events: lines, dataLength: chars };
 }
 
+/** Stands for every event the stream floor emits (it parses nothing). */
+const NO_EVENT = { type: "message", data: "", lastEventId: "" };
+
+/**
+ * What a stream of events costs before any parsing: the floor's decode and
+ * newline scan inside a `TransformStream` that emits one prebuilt object per
+ * blank line, read with `for await` as the parser streams are. No parser
+ * stream can beat it, so it bounds what the stream targets can reach.
+ */
+async function floorStream(c: ParseCase): Promise<number> {
+  const decoder = new TextDecoder();
+  let afterNewline = false;
+  const events = source(c.chunks).pipeThrough(
+    new TransformStream<Uint8Array, typeof NO_EVENT>({
+      transform(chunk, controller) {
+        const text = decoder.decode(chunk, { stream: true });
+        for (
+          let i = text.indexOf("\n");
+          i !== -1;
+          i = text.indexOf("\n", i + 1)
+        ) {
+          if (i === 0 ? afterNewline : text.charCodeAt(i - 1) === 10) {
+            controller.enqueue(NO_EVENT);
+          }
+        }
+        if (text.length > 0) {
+          afterNewline = text.charCodeAt(text.length - 1) === 10;
+        }
+      },
+    }),
+  );
+  let count = 0;
+  for await (const _ of events) count++;
+  return count;
+}
+
 function eventsourceParser(c: ParseCase): Tally {
   const tally = { events: 0, dataLength: 0 };
   const parser = createParser({
@@ -159,12 +195,24 @@ for (const c of parseCases({ quick })) {
       `${c.group}: floor counted ${got.events} newlines, expected ${expectedLines}`,
     );
   }
+  const streamEvents = await floorStream(c);
+  if (streamEvents !== c.events) {
+    throw new Error(
+      `${c.group}: floor (stream) emitted ${streamEvents} events, expected ${c.events}`,
+    );
+  }
   const benches: GroupBench[] = [{
     name: "floor",
     group: c.group,
     baseline: true,
     fn() {
       floor(c);
+    },
+  }, {
+    name: "floor (stream)",
+    group: c.group,
+    async fn() {
+      await floorStream(c);
     },
   }];
   for (const [name, parse] of parsers) {

@@ -54,6 +54,8 @@ const E2E_IMPLS = [
 ] as const;
 /** Parse and encode run this many times per runtime (once with --quick). */
 const MICRO_PASSES = 2;
+/** The end-to-end part runs this many times per runtime (once with --quick). */
+const E2E_PASSES = 2;
 
 /** One micro-benchmark result: mean ns per iteration. */
 interface Micro {
@@ -272,16 +274,50 @@ function startServer(
   });
 }
 
+/** What one pass of the end-to-end part measures on one runtime. */
+interface E2eFigures {
+  rounds: Round[];
+  ttfeMs: Record<string, number>;
+  idleRss: Record<string, number>;
+}
+
+/**
+ * Merges end-to-end passes: per implementation and client count the round
+ * that delivered most, and the lowest first-event time and idle RSS. Other
+ * work on the machine only ever costs throughput and time, for the floor as
+ * for the rest.
+ */
+function bestE2e(passes: E2eFigures[]): E2eFigures {
+  const rounds = new Map<string, Round>();
+  const ttfeMs: Record<string, number> = {};
+  const idleRss: Record<string, number> = {};
+  const lower = (
+    into: Record<string, number>,
+    from: Record<string, number>,
+  ) => {
+    for (const [impl, value] of Object.entries(from)) {
+      into[impl] = Math.min(into[impl] ?? Infinity, value);
+    }
+  };
+  for (const pass of passes) {
+    for (const round of pass.rounds) {
+      const key = `${round.impl}/${round.clients}`;
+      const seen = rounds.get(key);
+      if (!seen || round.eventsPerSecond > seen.eventsPerSecond) {
+        rounds.set(key, round);
+      }
+    }
+    lower(ttfeMs, pass.ttfeMs);
+    lower(idleRss, pass.idleRss);
+  }
+  return { rounds: [...rounds.values()], ttfeMs, idleRss };
+}
+
 async function runE2e(
   runtime: Runtime,
   errors: string[],
-): Promise<
-  {
-    rounds: Round[];
-    ttfeMs: Record<string, number>;
-    idleRss: Record<string, number>;
-  }
-> {
+  reverse: boolean,
+): Promise<E2eFigures> {
   const rounds: Round[] = [];
   const ttfeMs: Record<string, number> = {};
   const idleRss: Record<string, number> = {};
@@ -291,7 +327,8 @@ async function runE2e(
     : "1:5000000,100:200000,1000:20000";
   const seconds = quick ? "0.3" : "1.5";
   const samples = quick ? "20" : "100";
-  for (const impl of E2E_IMPLS) {
+  // Reversed on odd passes, so that the floor is not always measured first.
+  for (const impl of reverse ? [...E2E_IMPLS].reverse() : E2E_IMPLS) {
     console.log(`\n$ e2e ${runtime} ${impl}`);
     let server: { port: number; stop(): void } | undefined;
     try {
@@ -358,10 +395,10 @@ function groupSizes(
   return sizes;
 }
 
+/** The group's baseline: `floor` where there is one, else its stream floor. */
 function floorOf(micro: Micro[], group: string): Micro | undefined {
-  return micro.find((m) =>
-    m.group === group && ROLES[m.name]?.role === "floor"
-  );
+  return micro.find((m) => m.group === group && m.name === "floor") ??
+    micro.find((m) => m.group === group && ROLES[m.name]?.role === "floor");
 }
 
 function bestPeer(
@@ -494,10 +531,15 @@ function targets(r: RuntimeResults): Outcome[] {
     });
     const speedup = 1 /
       microRatio(r, group, parserStream, "eventsource-parser (stream)");
+    // A stream that parses nothing at all would reach this much.
+    const ceiling = 1 /
+      microRatio(r, group, "floor (stream)", "eventsource-parser (stream)");
     out.push({
       target:
         `${group}: ServerSentEventParserStream ≥ 2× TextDecoderStream → EventSourceParserStream`,
-      value: `${fmt(speedup)}× its throughput`,
+      value: `${fmt(speedup)}× its throughput${
+        Number.isFinite(ceiling) ? ` (stream floor: ${fmt(ceiling)}×)` : ""
+      }`,
       pass: speedup >= 2,
     });
   }
@@ -602,8 +644,12 @@ function writeResultsMd(results: RuntimeResults[]): void {
     "### Parse and encode: time per pass as a multiple of the floor (MB/s)",
     "",
     "Floors: parse — one streaming `TextDecoder` pass plus a newline scan over the",
-    "same chunks; encode — `TextEncoder` over pre-formatted strings (stream: the",
-    "same through a bare `TransformStream`). Lower × is better.",
+    "same chunks (stream: the same inside a `TransformStream` that emits one prebuilt",
+    "object per blank line, read with `for await`: what any parser stream pays before",
+    "parsing); encode — `TextEncoder` over pre-formatted strings (stream: the same",
+    "through a bare `TransformStream`). Lower × is better. A parse target's \"stream",
+    "floor\" is how far ahead of eventsource-parser's stream that stream floor is: the",
+    "most a parser stream could reach.",
     "",
     `| case | implementation | ${results.map((r) => r.runtime).join(" | ")} |`,
     `| --- | --- | ${results.map(() => "---").join(" | ")} |`,
@@ -653,8 +699,11 @@ function writeResultsMd(results: RuntimeResults[]): void {
     "(encoded once per event) and waits while a member is over 256 KiB behind.",
     "Every loop yields to the event loop every 64 events and never awaits a send.",
     "First event: median time from connect to the first complete event over 100",
-    "sequential connections (after 20 warm-up ones). RSS per idle connection: a",
-    "fresh server process's RSS growth (after GC) with 1000 idle streams, / 1000.",
+    "sequential connections (after 20 warm-up ones). RSS per idle connection: on a",
+    "fresh server with 200 idle streams open, its RSS growth (after GC) when 1000",
+    "more open, / 1000 (the first connections also pay one-time costs). The whole",
+    "part runs twice (the second time in reverse order); each figure is the best",
+    "of the two, for the floor as for the rest.",
     "",
     `| implementation | C | ${results.map((r) => r.runtime).join(" | ")} |`,
     `| --- | --- | ${results.map(() => "---").join(" | ")} |`,
@@ -767,7 +816,11 @@ async function main(): Promise<number> {
     }
     result.micro.push(...lowest(passes));
     if (filter.includes("e2e")) {
-      const { rounds, ttfeMs, idleRss } = await runE2e(runtime, errors);
+      const e2ePasses: E2eFigures[] = [];
+      for (let pass = 0; pass < (quick ? 1 : E2E_PASSES); pass++) {
+        e2ePasses.push(await runE2e(runtime, errors, pass % 2 === 1));
+      }
+      const { rounds, ttfeMs, idleRss } = bestE2e(e2ePasses);
       result.idleRss = idleRss;
       result.e2e = rounds;
       result.ttfeMs = ttfeMs;

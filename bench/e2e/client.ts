@@ -3,7 +3,8 @@
  * the client costs as little as possible and is the same for every server.
  *
  * Usage: `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
- * stream, on a fresh server), or
+ * stream, on a fresh server: the growth from `clients / 5` open streams to
+ * that many more), or
  * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
  * [ttfe-samples] [seconds]` — each round lets the server send for about
  * `seconds` (at most max-events per client), then stops it.
@@ -316,20 +317,29 @@ async function ttfe(samples: number): Promise<number> {
  * (each has had its first event), per stream. A server that has already
  * served bursts has freed heap to grow into, which would hide the cost.
  */
+/**
+ * RSS per idle stream as the slope between two counts of open streams: the
+ * first connections also pay for one-time costs (compiling the handler, the
+ * runtime's lazily built structures), which are not per connection.
+ */
 async function idleRss(clients: number) {
-  const before = JSON.parse(await get("/stats")) as { rss: number };
   const conns: Conn[] = [];
-  for (let i = 0; i < clients; i += 100) {
-    const batch = Array.from(
-      { length: Math.min(100, clients - i) },
-      () => open("idle"),
-    );
-    conns.push(...batch);
-    await timeout(
-      Promise.all(batch.map((c) => c.ready)),
-      `${clients} clients connecting`,
-    );
-  }
+  const connect = async (count: number) => {
+    for (let i = 0; i < count; i += 100) {
+      const batch = Array.from(
+        { length: Math.min(100, count - i) },
+        () => open("idle"),
+      );
+      conns.push(...batch);
+      await timeout(
+        Promise.all(batch.map((c) => c.ready)),
+        `${count} clients connecting`,
+      );
+    }
+  };
+  await connect(Math.max(1, Math.round(clients / 5)));
+  const before = JSON.parse(await get("/stats")) as { rss: number };
+  await connect(clients);
   const idle = JSON.parse(await get("/stats")) as { rss: number };
   for (const c of conns) c.socket.destroy();
   return {
