@@ -2,7 +2,9 @@
  * End-to-end bench client (run by Node 24): raw HTTP/1.1 over `node:net`, so
  * the client costs as little as possible and is the same for every server.
  *
- * Usage: `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
+ * Usage: `node bench/e2e/client.ts <port> ttfe-pair:<floor-port> <samples>`
+ * (first-event medians of both servers, measured alternately), or
+ * `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
  * stream, on a fresh server: the growth from `clients / 5` open streams to
  * that many more), or
  * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
@@ -133,9 +135,9 @@ function bodyDecoder(): (chunk: Buffer) => Buffer[] {
   };
 }
 
-function open(round: string): Conn {
+function open(round: string, to: number = port): Conn {
   const started = performance.now();
-  const socket = connect(port, "127.0.0.1");
+  const socket = connect(to, "127.0.0.1");
   socket.setNoDelay(true);
   socket.write(
     `GET /sse?round=${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`,
@@ -313,10 +315,31 @@ async function ttfe(samples: number): Promise<number> {
 }
 
 /**
- * Idle memory on a fresh server: RSS before and after `clients` streams
- * (each has had its first event), per stream. A server that has already
- * served bursts has freed heap to grow into, which would hide the cost.
+ * First-event times of this server and another one (the floor), measured
+ * alternately so that both see the same moments of machine load: medians
+ * over `samples` connections each, after 20 warm-up rounds.
  */
+async function ttfePair(other: number, samples: number) {
+  const mine: number[] = [];
+  const theirs: number[] = [];
+  for (let i = 0; i < samples + 20; i++) {
+    const order: [number, number[]][] = [[port, mine], [other, theirs]];
+    if (i % 2 === 1) order.reverse();
+    for (const [to, into] of order) {
+      const c = open(`t${i}`, to);
+      const ms = await timeout(c.ready, "first event");
+      c.socket.destroy();
+      if (i >= 20) into.push(ms);
+    }
+  }
+  return { ttfeMs: median(mine), pairedTtfeMs: median(theirs) };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
 /**
  * RSS per idle stream as the slope between two counts of open streams: the
  * first connections also pay for one-time costs (compiling the handler, the
@@ -348,7 +371,13 @@ async function idleRss(clients: number) {
   };
 }
 
-if (roundsArg.startsWith("idle:")) {
+if (roundsArg.startsWith("ttfe-pair:")) {
+  console.log(
+    JSON.stringify(
+      await ttfePair(Number(roundsArg.slice(10)), Number(ttfeArg)),
+    ),
+  );
+} else if (roundsArg.startsWith("idle:")) {
   console.log(JSON.stringify(await idleRss(Number(roundsArg.slice(5)))));
 } else {
   // First events first, on a quiet server: after the bursts, its queues and GC
