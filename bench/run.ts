@@ -256,14 +256,25 @@ function startServer(
       stdio: ["ignore", "pipe", "pipe"],
     });
     const stop = () => child.kill("SIGKILL");
-    const limit = setTimeout(stop, 5 * 60_000);
-    child.on("close", () => clearTimeout(limit));
+    // A bound on the whole life of the server (a pass of every implementation).
+    const limit = setTimeout(stop, 15 * 60_000);
+    const notReady = setTimeout(() => {
+      stop();
+      reject(new Error(`${runtime} ${impl} server not ready in 30 s`));
+    }, 30_000);
+    child.on("close", () => {
+      clearTimeout(limit);
+      clearTimeout(notReady);
+    });
     let out = "";
     child.stderr.on("data", (chunk: Buffer) => process.stderr.write(chunk));
     child.stdout.on("data", (chunk: Buffer) => {
       out += chunk.toString();
       const m = /ready (\d+)/.exec(out);
-      if (m) resolve({ port: Number(m[1]), stop });
+      if (m) {
+        clearTimeout(notReady);
+        resolve({ port: Number(m[1]), stop });
+      }
     });
     child.on(
       "close",
@@ -272,10 +283,6 @@ function startServer(
           new Error(`${runtime} ${impl} server exited (${code}) before ready`),
         ),
     );
-    setTimeout(() => {
-      stop();
-      reject(new Error(`${runtime} ${impl} server not ready in 30 s`));
-    }, 30_000);
   });
 }
 
