@@ -664,7 +664,7 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * **Disconnects.** A cancelled body stream (Deno.serve and Bun.serve cancel
  * it when the client goes away), an aborted `request.signal` (not read on
  * Deno, where Deno.serve prints a warning when it is read, nor on Bun, where
- * reading it costs about 1 KiB per connection; both cancel the body), or the node
+ * reading it costs about 0.8 KiB per connection; both cancel the body), or the node
  * response's `close` or `finish` before `end()` mark the endpoint closed: the heartbeat
  * stops, pending and later writes reject with a `DOMException`
  * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
