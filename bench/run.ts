@@ -741,7 +741,7 @@ function writeResultsMd(results: RuntimeResults[]): void {
     "client a separate Node process on raw sockets; ~85 B events; each round sends",
     "for about 1.5 s. Floor: a bare server writing pre-encoded events, 64 per chunk.",
     "Hono on node:http runs through a minimal fetch adapter (what @hono/node-server does).",
-    "`ssekit` is a Set of `EventEndpoint`s and a loop calling `send(data, id).catch(…)`",
+    "`ssekit` is a Set of `EventEndpoint`s and a loop calling `void send(data, id)`",
     "on each (what the targets compare); `ssekit-channel` publishes to an `EventChannel`",
     "(encoded once per event) and waits while a member is over 256 KiB behind.",
     "Every loop yields to the event loop every 64 events and never awaits a send.",
