@@ -310,8 +310,7 @@ async function ttfe(samples: number): Promise<number> {
     times.push(await timeout(c.ready, "first event"));
     c.socket.destroy();
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? NaN;
+  return median(times);
 }
 
 /**
@@ -381,9 +380,11 @@ if (roundsArg.startsWith("ttfe-pair:")) {
   console.log(JSON.stringify(await idleRss(Number(roundsArg.slice(5)))));
 } else {
   // First events first, on a quiet server: after the bursts, its queues and GC
-  // would still be busy. The first connections warm it up.
-  await ttfe(20);
-  const ttfeMs = await ttfe(Number(ttfeArg));
+  // would still be busy. The first connections warm it up. (0 samples: the
+  // caller measured them another way, e.g. with ttfe-pair.)
+  const samples = Number(ttfeArg);
+  if (samples > 0) await ttfe(20);
+  const ttfeMs = samples > 0 ? await ttfe(samples) : undefined;
   const rounds = roundsArg.split(",").map((spec) =>
     spec.split(":").map(Number)
   );
@@ -395,5 +396,5 @@ if (roundsArg.startsWith("ttfe-pair:")) {
     // Let closed sockets settle before the next round's RSS baseline.
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  console.log(JSON.stringify({ ttfeMs }));
+  if (ttfeMs !== undefined) console.log(JSON.stringify({ ttfeMs }));
 }
