@@ -8,6 +8,7 @@
 
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { listenOnLoopback } from "./_server_test_utils.ts";
 
 /** A request as the server received it. */
 export interface RecordedRequest {
@@ -199,13 +200,8 @@ async function serveNode(
       } else res.end();
     });
   });
-  await new Promise<void>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve())
-  );
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : 0;
   return {
-    origin: `http://127.0.0.1:${port}`,
+    origin: await listenOnLoopback(server),
     requests,
     close: () =>
       new Promise<void>((resolve) => {

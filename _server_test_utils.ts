@@ -168,10 +168,7 @@ export const nodeHttpServer: ServerKind = {
   skip: undefined,
   async start({ node }) {
     const server = http.createServer(node);
-    await new Promise<void>((resolve) =>
-      server.listen(0, "127.0.0.1", resolve)
-    );
-    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const origin = await listenOnLoopback(server);
     return {
       origin,
       http2: false,
@@ -195,10 +192,7 @@ export const nodeHttp2Server: ServerKind = {
       serverSessions.add(session);
       session.on("close", () => serverSessions.delete(session));
     });
-    await new Promise<void>((resolve) =>
-      server.listen(0, "127.0.0.1", resolve)
-    );
-    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const origin = await listenOnLoopback(server);
     const clientSessions = new Set<http2.ClientHttp2Session>();
     return {
       origin,
@@ -258,6 +252,20 @@ function h2Fetch(
       resolve(new Response(body, { status, headers }));
     });
   });
+}
+
+/** A `node:http` or `node:http2` server, as far as listening goes. */
+interface Listenable {
+  listen(port: number, host: string, listener: () => void): unknown;
+  address(): AddressInfo | string | null;
+}
+
+/** Starts `server` on a free port of 127.0.0.1 and returns its origin. */
+export async function listenOnLoopback(server: Listenable): Promise<string> {
+  await new Promise<void>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve())
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 /** Polls `condition` every 10 ms, at most `attempts` times. */

@@ -2,9 +2,9 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as http from "node:http";
-import type { AddressInfo } from "node:net";
 import { EventConsumer } from "./client.ts";
 import { encodeServerSentEvent, EventEndpoint } from "./sse.ts";
+import { listenOnLoopback } from "./_server_test_utils.ts";
 import {
   type ChannelMember,
   EventChannel,
@@ -737,9 +737,8 @@ async function serveChannel(channel: EventChannel): Promise<Served> {
   const server = http.createServer((req, res) => {
     channel.join(new EventEndpoint(req, res, options));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
-    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    origin: await listenOnLoopback(server),
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -40,6 +40,7 @@ import {
   ServerSentEventStream,
 } from "../sse.ts";
 import { type RuntimeResults, type Tally, writeReport } from "./report.ts";
+import { listenOnLoopback } from "../_server_test_utils.ts";
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -441,13 +442,8 @@ async function startLoopback(route: Route): Promise<Loopback> {
     }
     writeNode(res, chunks).catch(() => res.destroy());
   });
-  await new Promise<void>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve())
-  );
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : 0;
   return {
-    origin: `http://127.0.0.1:${port}`,
+    origin: await listenOnLoopback(server),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -2,8 +2,12 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type RequestListener, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { nodeHttp2Server, waitFor, webServer } from "../_server_test_utils.ts";
+import {
+  listenOnLoopback,
+  nodeHttp2Server,
+  waitFor,
+  webServer,
+} from "../_server_test_utils.ts";
 import { EventConsumer, EventSource } from "../mod.ts";
 import bunServe from "./bun_serve.ts";
 import { server as nodeHttpExample } from "./node_http.ts";
@@ -37,12 +41,6 @@ function firstEvents(
   return firstEventsOf(consumer, count);
 }
 
-/** Starts `server` on 127.0.0.1 and returns its origin. */
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
 async function stop(server: Server): Promise<void> {
   server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
@@ -53,7 +51,7 @@ async function nodeServer(
   handler: RequestListener,
 ): Promise<{ origin: string; server: Server }> {
   const server = createServer(handler);
-  return { origin: await listen(server), server };
+  return { origin: await listenOnLoopback(server), server };
 }
 
 function unusedNodeHandler(): never {
@@ -103,12 +101,7 @@ describe("examples", () => {
   });
 
   test("node_http.ts: counts with ids, resumes from Last-Event-ID, then 204 stops EventSource", async () => {
-    await new Promise<void>((resolve) =>
-      nodeHttpExample.listen(0, "127.0.0.1", resolve)
-    );
-    const origin = `http://127.0.0.1:${
-      (nodeHttpExample.address() as AddressInfo).port
-    }`;
+    const origin = await listenOnLoopback(nodeHttpExample);
     try {
       const resumed = await fetch(`${origin}/events`, {
         headers: { "Last-Event-ID": "3" },
@@ -204,7 +197,7 @@ describe("examples", () => {
   });
 
   test("broadcast.ts: every client gets every price; a resuming one first gets what it missed", async () => {
-    const origin = await listen(broadcastExample);
+    const origin = await listenOnLoopback(broadcastExample);
     try {
       const liveEvents = firstEvents(await fetch(origin), 3);
       const first = prices.publish({ event: "price", data: "1" });
