@@ -5,8 +5,8 @@
  * Usage: `node bench/e2e/client.ts <port> ttfe-pair:<floor-port> <samples>`
  * (first-event medians of both servers, measured alternately), or
  * `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
- * stream, on a fresh server: the growth from `clients / 5` open streams to
- * that many more), or
+ * stream, on a fresh server: the slope of RSS as `clients` more streams open
+ * in five steps after the first `clients / 5`), or
  * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
  * [ttfe-samples] [seconds]` — each round lets the server send for about
  * `seconds` (at most max-events per client), then stops it.
@@ -339,10 +339,29 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
 
+/** Least-squares slope of `ys` over `xs`. */
+function slope(xs: number[], ys: number[]): number {
+  const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const my = ys.reduce((a, b) => a + b, 0) / ys.length;
+  let num = 0;
+  let den = 0;
+  xs.forEach((x, i) => {
+    num += (x - mx) * (ys[i]! - my);
+    den += (x - mx) ** 2;
+  });
+  return num / den;
+}
+
+/** Points on the line of open streams against RSS. */
+const IDLE_STEPS = 5;
+
 /**
- * RSS per idle stream as the slope between two counts of open streams: the
- * first connections also pay for one-time costs (compiling the handler, the
- * runtime's lazily built structures), which are not per connection.
+ * RSS per idle stream as the slope of RSS against open streams: the first
+ * connections also pay for one-time costs (compiling the handler, the
+ * runtime's lazily built structures), which are not per connection, so a
+ * fifth of `clients` open first; then `clients` more, in steps, with the RSS
+ * read (after GC) at each. A least-squares fit over the steps is steadier
+ * than two readings, which the allocator's page granularity moves.
  */
 async function idleRss(clients: number) {
   const conns: Conn[] = [];
@@ -359,14 +378,23 @@ async function idleRss(clients: number) {
       );
     }
   };
+  const rss = async () =>
+    (JSON.parse(await get("/stats")) as { rss: number }).rss;
   await connect(Math.max(1, Math.round(clients / 5)));
-  const before = JSON.parse(await get("/stats")) as { rss: number };
-  await connect(clients);
-  const idle = JSON.parse(await get("/stats")) as { rss: number };
+  const counts: number[] = [conns.length];
+  const rssAt: number[] = [await rss()];
+  for (let step = 1; step <= IDLE_STEPS; step++) {
+    await connect(
+      Math.round((clients * step) / IDLE_STEPS) - (conns.length - counts[0]!),
+    );
+    counts.push(conns.length);
+    rssAt.push(await rss());
+  }
   for (const c of conns) c.socket.destroy();
   return {
     idleClients: clients,
-    idleRssPerConnection: (idle.rss - before.rss) / clients,
+    idleRssPerConnection: slope(counts, rssAt),
+    points: counts.map((n, i) => [n, Math.round(rssAt[i]! / 1024)]),
   };
 }
 
