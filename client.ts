@@ -110,8 +110,9 @@ const SPACE = 32;
  * resets the event type); the data's last LF removed; an unterminated event
  * at the end of the stream discarded.
  *
- * Time is linear in the input (a partial line is kept as a list of pieces and
- * joined once, when its end arrives) and memory is bounded by
+ * Time is linear in the input (a partial line grows by concatenation, which
+ * the engine keeps as a rope, not a copy; a `data:` line's value is never
+ * copied by the parser at all) and memory is bounded by
  * {@linkcode ServerSentEventParserOptions.maxEventSize}.
  *
  * Malformed input never throws. Only exceeding `maxEventSize` does: `push()`
@@ -144,9 +145,14 @@ export class ServerSentEventParser {
   #atStreamStart = true;
   /** The previous text ended with CR: an LF starting the next one is part of that line end. */
   #skipLeadingLF = false;
-  /** Pieces of the current, not yet terminated line. */
-  #pieces: string[] = [];
-  #piecesLength = 0;
+  /**
+   * The current, not yet terminated line; or, when `#pendingDataPrefix` is
+   * not 0, the value so far of a `data:` line whose name, colon and optional
+   * space (that many characters) are already consumed. Never empty while a
+   * line is pending.
+   */
+  #pending = "";
+  #pendingDataPrefix = 0;
   #data = "";
   #hasData = false;
   #eventType = "";
@@ -209,8 +215,8 @@ export class ServerSentEventParser {
     this.#decoder.decode();
     this.#atStreamStart = true;
     this.#skipLeadingLF = false;
-    this.#pieces = [];
-    this.#piecesLength = 0;
+    this.#pending = "";
+    this.#pendingDataPrefix = 0;
     this.#data = "";
     this.#hasData = false;
     this.#eventType = "";
@@ -234,7 +240,7 @@ export class ServerSentEventParser {
     let nextLF = text.indexOf("\n", position);
     let nextCR = text.indexOf("\r", position);
     while (position < length) {
-      if (nextCR === -1 && this.#pieces.length === 0) {
+      if (nextCR === -1 && this.#pending.length === 0) {
         position = this.#lfOnlyLines(text, position);
         break;
       }
@@ -256,22 +262,42 @@ export class ServerSentEventParser {
         if (next === length) this.#skipLeadingLF = true;
         else if (text.charCodeAt(next) === LF) next++;
       }
-      if (this.#pieces.length === 0) {
+      if (this.#pending.length === 0) {
         this.#line(text, position, lineEnd);
       } else {
-        this.#pieces.push(text.slice(position, lineEnd));
-        const line = this.#pieces.join("");
-        this.#pieces = [];
-        this.#piecesLength = 0;
-        this.#line(line, 0, line.length);
+        this.#endPendingLine(text.slice(position, lineEnd));
       }
       position = next;
     }
-    if (position < length) {
-      this.#pieces.push(position === 0 ? text : text.slice(position));
-      this.#piecesLength += length - position;
-      this.#checkSize(this.#piecesLength + this.#data.length);
+    if (position < length) this.#keepPendingLine(text, position);
+  }
+
+  /** Keeps `text` from `position` on: the start or more of a line. */
+  #keepPendingLine(text: string, position: number): void {
+    if (this.#pending.length > 0) {
+      this.#pending += position === 0 ? text : text.slice(position);
+    } else {
+      // A data line keeps only its value, so its end needs no copy to strip
+      // the name (the usual long line is data).
+      const prefix = dataPrefixLength(text, position);
+      this.#pendingDataPrefix = prefix;
+      this.#pending = position + prefix === 0
+        ? text
+        : text.slice(position + prefix);
     }
+    this.#checkSize(
+      this.#pendingDataPrefix + this.#pending.length + this.#data.length,
+    );
+  }
+
+  /** Ends the pending line with `rest`, its part in the current text. */
+  #endPendingLine(rest: string): void {
+    const line = this.#pending + rest;
+    const isData = this.#pendingDataPrefix !== 0;
+    this.#pending = "";
+    this.#pendingDataPrefix = 0;
+    if (isData) this.#appendData(line);
+    else this.#line(line, 0, line.length);
   }
 
   /**
@@ -432,6 +458,23 @@ export class ServerSentEventParser {
       throw this.#error;
     }
   }
+}
+
+/**
+ * The length of `data:` or `data: ` when the text from `position` is a data
+ * line with at least one character of its value, else 0 (without a value
+ * character, whether a space there is the one to remove is not known yet).
+ */
+function dataPrefixLength(text: string, position: number): number {
+  if (
+    text.charCodeAt(position) !== 100 || // d
+    text.charCodeAt(position + 1) !== 97 || // a
+    text.charCodeAt(position + 2) !== 116 || // t
+    text.charCodeAt(position + 3) !== 97 || // a
+    text.charCodeAt(position + 4) !== COLON
+  ) return 0;
+  const prefix = text.charCodeAt(position + 5) === SPACE ? 6 : 5;
+  return position + prefix < text.length ? prefix : 0;
 }
 
 /** Index of a field value: after the colon at `start`, minus one space. */

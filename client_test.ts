@@ -326,7 +326,7 @@ describe("ServerSentEventParser: the WHATWG rules", () => {
     input: bytesOf("data: ", [0xe2, 0x82], "\n\n"),
     events: [message("\uFFFD")],
   });
-  rule("a long line made of many pieces is joined once", {
+  rule("a long line made of many pieces is kept whole", {
     input: `data: ${"x".repeat(5000)}\ndata: ${"y".repeat(3000)}\n\n`,
     events: [message(`${"x".repeat(5000)}\n${"y".repeat(3000)}`)],
   });
@@ -336,6 +336,22 @@ describe("ServerSentEventParser: chunk boundaries", () => {
   function parseChunks(...chunks: (string | number[])[]): Parsed {
     return parse(chunks.map((c) => bytesOf(c)));
   }
+  test("a data line split after its colon or its space keeps the spec's value", () => {
+    // The parser keeps only the value of a pending data line: whether the
+    // first space is removed must not depend on where the chunks split.
+    assert.deepEqual(parseChunks("data:", " x\n\n").events, [message("x")]);
+    assert.deepEqual(parseChunks("data: ", " x\n\n").events, [message(" x")]);
+    assert.deepEqual(parseChunks("data:  ", "x\n\n").events, [message(" x")]);
+    assert.deepEqual(parseChunks("dat", "a: x\n\n").events, [message("x")]);
+    assert.deepEqual(
+      parseChunks("data: a", "b", "c\r", "\ndata:d", "e\r\n\r\n").events,
+      [message("abc\nde")],
+    );
+    assert.deepEqual(
+      parseChunks("data: a", "b\n", "event: t", "y\n\n").events,
+      [{ type: "ty", data: "ab", lastEventId: "" }],
+    );
+  });
   test("a CR ending one chunk and an LF starting the next are one line end", () => {
     const parsed = parseChunks("data: a\r", "\ndata: b\r", "\n\r", "\n");
     assert.deepEqual(parsed.events, [message("a\nb")]);
