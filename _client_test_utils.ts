@@ -1,7 +1,8 @@
 /**
  * Test helpers for client_test.ts: a real HTTP server on 127.0.0.1 with
  * whatever the runtime has (Deno.serve, Bun.serve or node:http), answering
- * each request with a scripted reply. Not published.
+ * each request with a scripted reply; and what the parser reports for a
+ * stream (also used by sse_test.ts). Not published.
  *
  * @module
  */
@@ -9,6 +10,34 @@
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { listenOnLoopback } from "./_server_test_utils.ts";
+import { type ServerSentEvent, ServerSentEventParser } from "./client.ts";
+
+/** Everything a parser reported for one stream. */
+export interface Parsed {
+  events: ServerSentEvent[];
+  retries: number[];
+  comments: string[];
+  lastEventId: string;
+}
+
+/** Feeds `chunks` to a new parser, ends the stream, and returns what it saw. */
+export function parse(chunks: Iterable<Uint8Array>): Parsed {
+  const parsed: Parsed = {
+    events: [],
+    retries: [],
+    comments: [],
+    lastEventId: "",
+  };
+  const parser = new ServerSentEventParser({
+    onEvent: (event) => parsed.events.push(event),
+    onRetry: (ms) => parsed.retries.push(ms),
+    onComment: (text) => parsed.comments.push(text),
+  });
+  for (const chunk of chunks) parser.push(chunk);
+  parser.end();
+  parsed.lastEventId = parser.lastEventId;
+  return parsed;
+}
 
 /** A request as the server received it. */
 export interface RecordedRequest {

@@ -13,6 +13,8 @@ import {
   deferred,
   headerAsUtf8,
   nextEvent,
+  parse,
+  type Parsed,
   serve,
 } from "./_client_test_utils.ts";
 
@@ -54,31 +56,6 @@ const chunkings: [string, Chunking][] = [
     },
   ]),
 ];
-
-interface Parsed {
-  events: ServerSentEvent[];
-  retries: number[];
-  comments: string[];
-  lastEventId: string;
-}
-
-function parse(chunks: Uint8Array[]): Parsed {
-  const parsed: Parsed = {
-    events: [],
-    retries: [],
-    comments: [],
-    lastEventId: "",
-  };
-  const parser = new ServerSentEventParser({
-    onEvent: (event) => parsed.events.push(event),
-    onRetry: (ms) => parsed.retries.push(ms),
-    onComment: (text) => parsed.comments.push(text),
-  });
-  for (const chunk of chunks) parser.push(chunk);
-  parser.end();
-  parsed.lastEventId = parser.lastEventId;
-  return parsed;
-}
 
 function message(
   data: string,

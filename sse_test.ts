@@ -18,6 +18,7 @@ import {
   type ServerSentEvent,
   ServerSentEventParser,
 } from "./client.ts";
+import { parse, type Parsed } from "./_client_test_utils.ts";
 import {
   type NodeHandler,
   runtime,
@@ -160,36 +161,17 @@ const message: fc.Arbitrary<ServerSentEventMessage> = fc.record({
   data: hostile,
 }, { requiredKeys: [] });
 
-interface Parsed {
-  events: ServerSentEvent[];
-  retries: number[];
-  comments: string[];
-  lastEventId: string;
-}
-
 /** Parses bytes with the project's parser, fed in the given pieces. */
-function parse(bytes: Uint8Array, cuts: number[] = []): Parsed {
-  const parsed: Parsed = {
-    events: [],
-    retries: [],
-    comments: [],
-    lastEventId: "",
-  };
-  const parser = new ServerSentEventParser({
-    onEvent: (event) => parsed.events.push({ ...event }),
-    onRetry: (ms) => parsed.retries.push(ms),
-    onComment: (text) => parsed.comments.push(text),
-  });
+function parseCut(bytes: Uint8Array, cuts: number[] = []): Parsed {
+  const chunks: Uint8Array[] = [];
   let start = 0;
   for (const cut of [...cuts].sort((a, b) => a - b)) {
     const end = Math.min(cut, bytes.length);
-    if (end > start) parser.push(bytes.subarray(start, end));
+    if (end > start) chunks.push(bytes.subarray(start, end));
     start = Math.max(start, end);
   }
-  parser.push(bytes.subarray(start));
-  parser.end();
-  parsed.lastEventId = parser.lastEventId;
-  return parsed;
+  chunks.push(bytes.subarray(start));
+  return parse(chunks);
 }
 
 /** What a spec-conforming client must see for a sequence of messages. */
@@ -227,7 +209,7 @@ describe("encoder → parser round trip", () => {
         fc.array(fc.nat(400), { maxLength: 8 }),
         (messages, cuts) => {
           const text = messages.map(encodeServerSentEvent).join("");
-          const parsed = parse(utf8.encode(text), cuts);
+          const parsed = parseCut(utf8.encode(text), cuts);
           const want = expected(messages);
           // The parser drops one space after the colon of a comment too.
           want.comments = want.comments.map((c) =>
@@ -289,7 +271,7 @@ function throwsTypeError(fn: () => unknown): boolean {
 
 describe("the WHATWG rules the encoder relies on (project parser)", () => {
   const run = (...messages: ServerSentEventMessage[]) =>
-    parse(utf8.encode(messages.map(encodeServerSentEvent).join("")));
+    parseCut(utf8.encode(messages.map(encodeServerSentEvent).join("")));
 
   test('data "" dispatches an event with empty data (the buffer is "\\n")', () => {
     assert.deepEqual(run({ data: "" }).events, [
