@@ -384,9 +384,8 @@ async function idleRss(clients: number) {
   const counts: number[] = [conns.length];
   const rssAt: number[] = [await rss()];
   for (let step = 1; step <= IDLE_STEPS; step++) {
-    await connect(
-      Math.round((clients * step) / IDLE_STEPS) - (conns.length - counts[0]!),
-    );
+    const target = counts[0]! + Math.round((clients * step) / IDLE_STEPS);
+    await connect(target - conns.length);
     counts.push(conns.length);
     rssAt.push(await rss());
   }
