@@ -6,7 +6,7 @@
  * finally `N passed, N failed` totalled over all of them. Exits non-zero when
  * anything failed.
  *
- * Usage: node tools/test.ts [--only deno|bun|node|checks]
+ * Usage: node tools/test_all.ts [--only deno|bun|node|checks]
  *
  * @module
  */
@@ -226,7 +226,7 @@ async function node(files: string[]): Promise<RuntimeTally> {
 async function main(): Promise<number> {
   if (!process.version.startsWith("v24.")) {
     console.error(
-      `tools/test.ts must run on the project's Node 24 (node_modules/.bin/node), not ${process.version}.`,
+      `tools/test_all.ts must run on the project's Node 24 (node_modules/.bin/node), not ${process.version}.`,
     );
     return 1;
   }
