@@ -235,7 +235,7 @@ try {
   for (const name of readdirSync(join(clone, "examples")).sort()) {
     if (!name.endsWith(".ts") || name.endsWith("_test.ts")) continue;
     const text = readFileSync(join(clone, "examples", name), "utf8");
-    const match = text.match(/^\/\/ Run: (.+?)(?:, then open (\S+))?$/m);
+    const match = text.match(/^\/\/ Run: (.+?)(?:, then open (\S+).*)?$/m);
     if (NOT_RUN[name]) {
       console.log(`skip ${name}: ${NOT_RUN[name]}`);
       continue;
