@@ -215,6 +215,8 @@ try {
       tokens.push(event.data);
       if (tokens.length === 3) {
         // The user switches tabs: the page is hidden.
+        const document = (globalThis as unknown as { document: EventTarget })
+          .document;
         Object.defineProperty(document, "hidden", {
           configurable: true,
           get: () => true,
@@ -251,7 +253,8 @@ try {
     source.onmessage = (event) => {
       if (event.data !== "[DONE]") tokens.push(event.data);
       if (tokens.length === 3) {
-        document.dispatchEvent(new Event("visibilitychange"));
+        (globalThis as unknown as { document: EventTarget }).document
+          .dispatchEvent(new Event("visibilitychange"));
         globalThis.dispatchEvent(new Event("blur"));
       }
     };
