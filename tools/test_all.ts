@@ -143,6 +143,8 @@ async function checks(): Promise<RuntimeTally> {
     [DENO, ["check", ELYSIA]],
     [DENO, ["doc", "--lint", "mod.ts", "sse.ts", "client.ts", "channel.ts"]],
     [DENO, ["publish", "--dry-run", "--allow-dirty"]],
+    // docs/API.md is generated from the JSDoc and must be up to date.
+    [NODE, ["tools/api_docs.ts", "--check"]],
     // What npm users get: compiled JS and .d.ts, importable by package name
     // (import and require), type-checked as four kinds of project use it.
     [NODE, ["tools/build_npm.ts"]],
