@@ -58,6 +58,33 @@ function unusedNodeHandler(): never {
 }
 
 describe("examples", () => {
+  // On Node the examples' `import "ssekit"` resolves to dist/ (built by
+  // `prepare` on npm ci): a dist/ older than the sources would test old code.
+  test(
+    "on Node, the package name resolves to a dist/ built from the current sources",
+    {
+      skip: "Deno" in globalThis || "Bun" in globalThis
+        ? "Deno and Bun resolve it to the sources"
+        : false,
+    },
+    async () => {
+      const { statSync } = await import("node:fs");
+      const { fileURLToPath } = await import("node:url");
+      const resolved = fileURLToPath(import.meta.resolve("ssekit"));
+      if (!resolved.includes("/dist/")) return; // --conditions=ssekit-source
+      for (const name of ["sse", "client", "channel", "mod"]) {
+        const source = fileURLToPath(new URL(`../${name}.ts`, import.meta.url));
+        const built = fileURLToPath(
+          new URL(`../dist/${name}.js`, import.meta.url),
+        );
+        assert.ok(
+          statSync(built).mtimeMs >= statSync(source).mtimeMs,
+          `dist/${name}.js is older than ${name}.ts: run \`npm run build\``,
+        );
+      }
+    },
+  );
+
   test("deno_serve.ts: connected, then the time every second", {
     skip: "Deno" in globalThis
       ? false
