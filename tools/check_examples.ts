@@ -7,6 +7,9 @@
  * `PORT`, so nothing else on 8000 matters); a client example passes when it
  * prints what a local server sends it.
  *
+ * An example run with `deno` must import `@ssekit/sse` (what Deno users
+ * install), one run with `node` or `bun` must import `ssekit`.
+ *
  * Prints `ok …` or `FAILED …` per example; exits 1 when one failed.
  *
  * Usage: node_modules/.bin/node tools/check_examples.ts
@@ -246,6 +249,25 @@ try {
       continue;
     }
     const [, line, url] = match;
+    // The name this runtime's users install: @ssekit/sse on Deno (JSR),
+    // ssekit on Node and Bun (npm).
+    const names = [...text.matchAll(/from "((?:@ssekit\/sse|ssekit)[^"]*)"/g)]
+      .map((m) => m[1]!);
+    const wrong = names.filter((n) =>
+      line!.startsWith("deno ")
+        ? !n.startsWith("@ssekit/sse")
+        : n.startsWith("@ssekit/")
+    );
+    if (wrong.length) {
+      failed++;
+      console.log(
+        `FAILED ${name}: "${line}" but it imports ${wrong.join(", ")}: ` +
+          (line!.startsWith("deno ")
+            ? "Deno users install @ssekit/sse"
+            : "npm users install ssekit"),
+      );
+      continue;
+    }
     try {
       const detail = url
         ? await serverExample(line!, url, clone)
