@@ -128,7 +128,28 @@ function matching(text: string, open: number): number {
   return text.length;
 }
 
-function docText(jsDoc: JsDoc | undefined, level: number): string {
+/**
+ * The `@default` of the JSDoc just before `location`, read from the source:
+ * deno doc cuts a value with braces in it (`@default {{ a: 1 }}`) short.
+ */
+function defaultFromSource(location: Location): string | undefined {
+  const before = source(location.filename).subarray(0, location.byteIndex)
+    .toString("utf8");
+  const doc = before.slice(before.lastIndexOf("/**"));
+  const at = doc.search(/@default\s+\{/);
+  if (at < 0) return undefined;
+  const open = doc.indexOf("{", at);
+  const close = matching(doc, open);
+  const value = doc.slice(open + 1, close).replace(/\s*\n\s*\*\s*/g, " ");
+  const note = doc.slice(close + 1).split("\n")[0]!.trim();
+  return `\`${value.trim()}\`${note ? ` ${note}` : ""}`;
+}
+
+function docText(
+  jsDoc: JsDoc | undefined,
+  level: number,
+  location?: Location,
+): string {
   if (!jsDoc) return "";
   const parts: string[] = [];
   if (jsDoc.doc) parts.push(links(jsDoc.doc.trim()));
@@ -140,7 +161,11 @@ function docText(jsDoc: JsDoc | undefined, level: number): string {
     );
   }
   for (const tag of tags) {
-    if (tag.kind === "default") parts.push(`Default: \`${tag.value}\``);
+    if (tag.kind === "default") {
+      const value = (location && defaultFromSource(location)) ??
+        `\`${tag.value}\``;
+      parts.push(`Default: ${value}`);
+    }
     if (tag.kind === "return" && tag.doc) {
       parts.push(`Returns: ${links(tag.doc.trim())}`);
     }
@@ -200,7 +225,7 @@ function members(declaration: Declaration): string {
     return true;
   }).sort((a, b) => a.location.byteIndex - b.location.byteIndex);
   return unique.map((m) => {
-    const doc = docText(m.jsDoc, 4);
+    const doc = docText(m.jsDoc, 4, m.location);
     return "```ts\n" + signature(m.location) + "\n```" +
       (doc ? `\n\n${doc}` : "");
   }).join("\n\n");
