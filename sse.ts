@@ -497,6 +497,12 @@ function utf8Length(text: string): number {
   return bytes;
 }
 
+function isWholeText(part: string | Uint8Array): boolean {
+  if (typeof part !== "string") return false;
+  const last = part.charCodeAt(part.length - 1);
+  return !(last >= 0xd800 && last <= 0xdbff);
+}
+
 /** The writes of one tick as one chunk of `size` bytes. */
 function joinParts(
   parts: readonly (string | Uint8Array)[],
@@ -506,9 +512,9 @@ function joinParts(
     const only = parts[0]!;
     return typeof only === "string" ? utf8.encode(only) : only;
   }
-  if (parts.every((part) => typeof part === "string")) {
-    return utf8.encode(parts.join(""));
-  }
+  // Joining is right unless a part ends in half a surrogate pair: each part
+  // is UTF-8 on its own (a lone surrogate becomes U+FFFD), as counted.
+  if (parts.every(isWholeText)) return utf8.encode(parts.join(""));
   const bytes = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {
