@@ -403,9 +403,7 @@ function extraHeaders(init: HeadersInit | undefined): HeaderPairs {
   for (const [name, value] of headers) {
     if (INVALID_HEADER_VALUE.test(value)) {
       throw new TypeError(
-        `Invalid headers: the value of ${
-          JSON.stringify(name)
-        } is ${
+        `Invalid headers: the value of ${JSON.stringify(name)} is ${
           describe(value)
         }, expected visible ASCII, Latin-1, spaces and tabs only`,
       );
@@ -670,8 +668,9 @@ class WebSink implements Sink {
   abort(error: Error): void {
     this.buffered = 0;
     try {
-      // Erroring the body makes the runtime abort the response.
-      this.#controller.error(error);
+      // Erroring the body makes the runtime abort the response. Bun.serve
+      // prints the reason of an errored body unless it is undefined.
+      this.#controller.error("Bun" in globalThis ? undefined : error);
     } catch {
       // Already closed or cancelled.
     }

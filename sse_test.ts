@@ -10,6 +10,7 @@ import {
   encodeServerSentEvent,
   EventEndpoint,
   type EventEndpointOptions,
+  type NodeRequestLike,
   type ServerSentEventMessage,
   ServerSentEventStream,
 } from "./sse.ts";
@@ -19,8 +20,11 @@ import {
   ServerSentEventParser,
 } from "./client.ts";
 import { parse, type Parsed } from "./_client_test_utils.ts";
+import { EventChannel } from "./channel.ts";
 import {
+  allServerKinds,
   type NodeHandler,
+  ownServer,
   runtime,
   serverKinds,
   type TestServer,
@@ -1242,6 +1246,595 @@ describe("EventEndpoint on Bun.serve with the default idleTimeout (10 s)", {
       // 25 s at the 5 s default: at least 4 heartbeats, plus the opening ":".
       assert.ok(comments >= 5, `${comments} comments`);
       await reader.cancel();
+    },
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Lifecycle: a client leaving is normal (issue 13), on every server kind
+// ---------------------------------------------------------------------------
+
+/** What the handlers of this section did. */
+const life = {
+  made: new Map<string, EventEndpoint[]>(),
+  loopsEnded: 0,
+  upstreamStopped: 0,
+  stallSent: 0,
+  channel: new EventChannel({ overflow: "close", highWaterMark: 64 * 1024 }),
+};
+
+/** A model streaming tokens until the signal it was given aborts. */
+async function* model(signal: AbortSignal): AsyncGenerator<string> {
+  try {
+    for (let i = 0; !signal.aborted; i++) {
+      yield `token ${i}`;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  } finally {
+    life.upstreamStopped++;
+  }
+}
+
+/** The documented LLM pattern, verbatim. */
+async function streamTokens(endpoint: EventEndpoint): Promise<void> {
+  for await (const token of model(endpoint.signal)) {
+    if (!await endpoint.send(token)) break;
+  }
+  endpoint.close();
+  life.loopsEnded++;
+}
+
+const H2_FORBIDDEN: [string, string][] = [
+  ["connection", "keep-alive"],
+  ["keep-alive", "timeout=5"],
+  ["proxy-connection", "keep-alive"],
+  ["transfer-encoding", "chunked"],
+  ["upgrade", "websocket"],
+  ["te", "gzip"],
+  ["http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"],
+];
+
+function lifeOptions(path: string): EventEndpointOptions {
+  const options: EventEndpointOptions = { heartbeat: 0 };
+  if (path === "/stall") options.highWaterMark = 64 * 1024;
+  if (path === "/cookies") {
+    options.headers = [["set-cookie", "a=1"], ["set-cookie", "b=2"], [
+      "connection",
+      "close",
+    ]];
+  }
+  if (path === "/h2-headers") {
+    options.headers = [
+      ["set-cookie", "a=1"],
+      ["set-cookie", "b=2"],
+      ...H2_FORBIDDEN,
+    ];
+  }
+  if (path === "/channel") options.highWaterMark = 64 * 1024;
+  return options;
+}
+
+/** Runs the scenario of `path`; web handlers await it before responding. */
+async function lifeScenario(path: string, e: EventEndpoint): Promise<void> {
+  const list = life.made.get(path) ?? [];
+  list.push(e);
+  life.made.set(path, list);
+  if (path === "/llm") {
+    void streamTokens(e);
+  } else if (path === "/await-first") {
+    // Awaited before the web handler returns the response.
+    assert.equal(await e.send("first"), true);
+    assert.equal(await e.sendEvent("second", "2", "2"), true);
+    e.close();
+  } else if (path === "/stall") {
+    void (async () => {
+      while (await e.send(PIECE)) life.stallSent++;
+      life.loopsEnded++;
+    })();
+  } else if (path === "/channel") {
+    await e.send("joined");
+    life.channel.join(e);
+  } else {
+    e.send("ok");
+    e.close();
+  }
+}
+
+const lifeWeb: WebHandler = async (request) => {
+  const path = new URL(request.url).pathname;
+  const e = new EventEndpoint(request, lifeOptions(path));
+  await lifeScenario(path, e);
+  return e.response!;
+};
+
+const lifeNode: NodeHandler = (req, res) => {
+  const path = req.url ?? "/";
+  const e = new EventEndpoint(req, res, lifeOptions(path));
+  void lifeScenario(path, e);
+};
+
+function lastMade(path: string): EventEndpoint {
+  const list = life.made.get(path) ?? [];
+  assert.ok(list.length > 0, `an endpoint for ${path}`);
+  return list.at(-1)!;
+}
+
+/** Reads events until `count`, or to the end; at most 20 s. */
+async function firstEvents(
+  response: Response,
+  count: number,
+): Promise<ServerSentEvent[]> {
+  const events: ServerSentEvent[] = [];
+  const consumer = new EventConsumer(response);
+  const deadline = setTimeout(() => consumer.close(), 20_000);
+  try {
+    for await (const e of consumer) {
+      events.push({ type: e.type, data: e.data, lastEventId: e.lastEventId });
+      if (events.length === count) break; // leaving the loop cancels the body
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+  return events;
+}
+
+for (const kind of allServerKinds) {
+  describe(`EventEndpoint lifecycle on ${kind.name}`, {
+    skip: kind.skip,
+  }, () => {
+    let server: TestServer;
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown) => unhandled.push(reason);
+    before(async () => {
+      process.on("unhandledRejection", record);
+      server = await kind.start({ web: lifeWeb, node: lifeNode });
+    });
+    after(async () => {
+      process.off("unhandledRejection", record);
+      await server?.close();
+    });
+
+    /** The server still serves a new stream to its end. */
+    async function stillServing(): Promise<void> {
+      const events = await firstEvents(await server.fetch("/await-first"), 3);
+      assert.deepEqual(events.map((e) => e.data), ["first", "2"]);
+    }
+
+    test("the LLM pattern: a client that leaves after 3 events ends the loop and the upstream", async () => {
+      const ended = life.loopsEnded;
+      const stopped = life.upstreamStopped;
+      const events = await firstEvents(await server.fetch("/llm"), 3);
+      assert.deepEqual(events.map((e) => e.data), [
+        "token 0",
+        "token 1",
+        "token 2",
+      ]);
+      const e = lastMade("/llm");
+      await waitFor(() => life.loopsEnded === ended + 1, "the loop to end");
+      await waitFor(
+        () => life.upstreamStopped === stopped + 1,
+        "the upstream to stop",
+      );
+      assert.equal(e.closed, true);
+      assert.equal(e.signal.aborted, true);
+      assert.equal(e.bufferedAmount, 0);
+      assert.deepEqual(unhandled, []);
+      await stillServing();
+    });
+
+    test("await send() before the response is returned does not hang", async () => {
+      await stillServing();
+      assert.deepEqual(unhandled, []);
+    });
+
+    test("abort() disconnects a stalled client: close fires once, the buffer is released", async () => {
+      const ended = life.loopsEnded;
+      const response = await server.fetch("/stall");
+      const reader = response.body!.getReader();
+      await reader.read(); // then it stops reading
+      const e = lastMade("/stall");
+      let closes = 0;
+      let clean: boolean | undefined;
+      e.addEventListener("close", (event) => {
+        closes++;
+        clean = event.wasClean;
+      });
+      // Stalled: no send settled for 50 polls, and the buffer is past the mark.
+      let last = -1;
+      let same = 0;
+      await waitFor(() => {
+        same = life.stallSent === last ? same + 1 : 0;
+        last = life.stallSent;
+        return same >= 50 && e.bufferedAmount > e.highWaterMark;
+      }, "the producer to stall past highWaterMark");
+      let ready = false;
+      e.ready.then(() => (ready = true));
+      await nextTick();
+      assert.equal(ready, false);
+      e.abort(new Error("stalled"));
+      assert.equal(closes, 1);
+      assert.equal(clean, false);
+      assert.equal(e.bufferedAmount, 0);
+      assert.equal(e.signal.aborted, true);
+      e.abort();
+      e.close();
+      await waitFor(() => life.loopsEnded === ended + 1, "the loop to end");
+      await nextTick();
+      assert.equal(ready, true);
+      assert.equal(closes, 1);
+      // The client learns: its stream ends or errors.
+      for (;;) {
+        const result = await reader.read().catch(() => ({ done: true }));
+        if (result.done) break;
+      }
+      await stillServing();
+    });
+
+    test('a channel\'s "close" overflow disconnects a client that stopped reading', async () => {
+      const dropped = life.channel.stats().membersDropped;
+      const response = await server.fetch("/channel");
+      const reader = response.body!.getReader();
+      await reader.read(); // then it stops reading
+      const e = lastMade("/channel");
+      const closed = onClose(e);
+      for (
+        let i = 0;
+        life.channel.stats().membersDropped === dropped && i < 10_000;
+        i++
+      ) {
+        life.channel.publish({ data: PIECE });
+        await nextTick();
+      }
+      assert.equal(life.channel.stats().membersDropped, dropped + 1);
+      assert.equal((await closed).wasClean, false);
+      assert.equal(e.closed, true);
+      assert.equal(e.bufferedAmount, 0);
+      assert.equal(life.channel.size, 0);
+      await reader.cancel().catch(() => {});
+      await stillServing();
+    });
+
+    test("headers: repeated Set-Cookie kept; HTTP/2 forbidden ones left out; the app's own Connection kept", async () => {
+      const path = server.http2 ? "/h2-headers" : "/cookies";
+      const response = await server.fetch(path);
+      assert.equal(response.status, 200);
+      assert.deepEqual(response.headers.getSetCookie(), ["a=1", "b=2"]);
+      if (server.http2) {
+        for (const [name] of H2_FORBIDDEN) {
+          assert.equal(response.headers.get(name), null, name);
+        }
+      }
+      const events = await firstEvents(response, 1);
+      assert.deepEqual(events.map((e) => e.data), ["ok"]);
+      if (kind.name === "node:http") {
+        const head = await rawHead(server.origin, "/cookies", "1.1");
+        assert.match(head, /^connection: close$/im);
+        assert.doesNotMatch(head, /keep-alive/i);
+        assert.equal(head.match(/^set-cookie:/gim)?.length, 2);
+      }
+      assert.deepEqual(unhandled, []);
+    });
+  });
+}
+
+describe("EventEndpoint: bad input throws at once, before anything is queued", () => {
+  test("send, sendEvent, write and dispatchEvent throw a TypeError naming the field", async () => {
+    const e = endpoint();
+    const cases: [() => unknown, RegExp][] = [
+      [
+        () => e.send(undefined as unknown as string),
+        /data: expected a string, got undefined/,
+      ],
+      [() => e.send(5 as unknown as string), /data: expected a string, got 5/],
+      [
+        () => e.sendEvent("ev", undefined as unknown as string),
+        /data: expected a string, got undefined/,
+      ],
+      [
+        () => e.sendEvent(undefined as unknown as string, "x"),
+        /event: expected a string, got undefined/,
+      ],
+      [
+        () => e.sendEvent("a\nb", "x"),
+        /event "a\\nb": expected a string without CR or LF/,
+      ],
+      [
+        () => e.send("x", "bad\nid"),
+        /id "bad\\nid": expected a string without CR or LF/,
+      ],
+      [
+        () => e.send("x", "a\0b"),
+        /id "a\\u0000b": expected a string without NUL/,
+      ],
+      [
+        () => e.send("x", 7 as unknown as string),
+        /id: expected a string, got 7/,
+      ],
+      [
+        () => e.write(undefined as unknown as string),
+        /encoded: expected a string or Uint8Array, got undefined/,
+      ],
+      [
+        () => e.dispatchEvent(new MessageEvent("bad\nname", { data: "x" })),
+        /event "bad\\nname"/,
+      ],
+      [
+        () =>
+          e.dispatchEvent(
+            new MessageEvent("message", { data: "x", lastEventId: "a\rb" }),
+          ),
+        /id "a\\rb"/,
+      ],
+    ];
+    for (const [call, message] of cases) {
+      assert.throws(call, { name: "TypeError", message });
+      assert.equal(e.bufferedAmount, 2, `nothing queued after ${message}`);
+    }
+    assert.equal(e.lastEventId, "");
+    e.close();
+    assert.equal(await e.response!.text(), ":\n");
+  });
+
+  test("the constructor throws a clear TypeError for what is not a request", () => {
+    assert.throws(() => new EventEndpoint({} as Request), {
+      name: "TypeError",
+      message:
+        /Invalid request: expected a web Request, or a node request and its response, got an object/,
+    });
+    assert.throws(() => new EventEndpoint(undefined as unknown as Request), {
+      name: "TypeError",
+      message: /got undefined/,
+    });
+    const res = Object.assign(new EventEmitter(), {
+      writeHead: () => res,
+      write: () => true,
+      end: () => res,
+      destroy: () => res,
+    });
+    assert.throws(() => new EventEndpoint({} as NodeRequestLike, res), {
+      name: "TypeError",
+      message:
+        /Invalid req: expected a node:http or node:http2 request with headers/,
+    });
+    assert.throws(
+      () =>
+        new EventEndpoint(
+          new Request("http://127.0.0.1/"),
+          5 as EventEndpointOptions,
+        ),
+      {
+        name: "TypeError",
+        message: /Invalid options: expected an object, got 5/,
+      },
+    );
+  });
+
+  for (
+    const [version, headers, message] of [
+      [2, { te: "gzip", "x-bad": "a\u0001b" }, /"x-bad"/],
+      [1, { "bad name": "x" }, /Invalid headers/],
+      [1, { "x-ok": "1" }, /Invalid heartbeat/],
+    ] as const
+  ) {
+    test(`an invalid option leaves nothing half-built (HTTP/${version}, ${message.source})`, async () => {
+      const calls: string[] = [];
+      const res = Object.assign(new EventEmitter(), {
+        writeHead: (status: number, head: Record<string, unknown>) => {
+          if (version === 2 && "te" in head) {
+            throw new TypeError("ERR_HTTP2_INVALID_CONNECTION_HEADERS");
+          }
+          calls.push(`writeHead ${status}`);
+          return res;
+        },
+        write: () => (calls.push("write"), true),
+        end: () => (calls.push("end"), res),
+        destroy: () => (calls.push("destroy"), res),
+      });
+      const req = {
+        headers: {},
+        httpVersionMajor: version,
+        httpVersionMinor: 0,
+      };
+      const options: EventEndpointOptions = { headers };
+      if (message.source.includes("heartbeat")) options.heartbeat = -1;
+      assert.throws(() => new EventEndpoint(req, res, options), { message });
+      await nextTick();
+      assert.deepEqual(calls, []);
+      assert.deepEqual(res.eventNames(), []);
+    });
+  }
+
+  test("node:http2 drops te (other than trailers) and the other connection headers before writeHead", () => {
+    let head: Record<string, unknown> = {};
+    const res = Object.assign(new EventEmitter(), {
+      writeHead: (_: number, h: Record<string, unknown>) => ((head = h), res),
+      write: () => true,
+      end: () => res,
+      destroy: () => res,
+    });
+    const req = { headers: {}, httpVersionMajor: 2, httpVersionMinor: 0 };
+    const e = new EventEndpoint(req, res, {
+      heartbeat: 0,
+      headers: [["te", "gzip"], ["connection", "x"], ["set-cookie", "a=1"], [
+        "set-cookie",
+        "b=2",
+      ]],
+    });
+    assert.equal(head["te"], undefined);
+    assert.equal(head["connection"], undefined);
+    assert.deepEqual(head["set-cookie"], ["a=1", "b=2"]);
+    const trailers = new EventEndpoint(req, res, {
+      heartbeat: 0,
+      headers: { te: "trailers" },
+    });
+    assert.equal(head["te"], "trailers");
+    e.abort();
+    trailers.abort();
+  });
+});
+
+/** Runs a full garbage collection when the runtime lets a test do so. */
+async function collectGarbage(): Promise<boolean> {
+  const g = globalThis as {
+    gc?: () => void;
+    Bun?: { gc(force: boolean): void };
+  };
+  if (g.Bun) {
+    g.Bun.gc(true);
+    return true;
+  }
+  if (typeof g.gc !== "function") {
+    try {
+      const v8 = await import("node:v8");
+      const vm = await import("node:vm");
+      v8.setFlagsFromString("--expose-gc");
+      g.gc = vm.runInNewContext("gc");
+    } catch {
+      return false;
+    }
+  }
+  if (typeof g.gc !== "function") return false;
+  g.gc();
+  return true;
+}
+
+describe(`EventEndpoint churn on ${ownServer.name}`, () => {
+  const CYCLES = 10_000;
+  const CONCURRENCY = 50;
+
+  test(
+    `${CYCLES} connect → one event → disconnect cycles, by the client and by abort(): nothing left`,
+    {
+      timeout: 600_000,
+    },
+    async () => {
+      const timers = watchIntervals();
+      const open = new Set<EventEndpoint>();
+      const sample: WeakRef<EventEndpoint>[] = [];
+      let made = 0;
+      let closes = 0;
+      let listenersLeft = 0;
+      const start = (e: EventEndpoint, abort: boolean) => {
+        open.add(e);
+        if (made++ % 100 === 0) sample.push(new WeakRef(e));
+        e.addEventListener("close", () => {
+          closes++;
+          open.delete(e);
+        });
+        void (async () => {
+          // highWaterMark 0: resolves once the runtime has taken the event;
+          // node then flushes it on the next tick.
+          if (await e.send("hi") && abort) setTimeout(() => e.abort(), 0);
+        })();
+      };
+      const options = { heartbeat: 60_000, highWaterMark: 0 };
+      const ours = ["drain", "finish", "close"];
+      let server: TestServer | undefined;
+      try {
+        server = await ownServer.start({
+          web(request) {
+            const e = new EventEndpoint(request, options);
+            start(e, new URL(request.url).pathname === "/abort");
+            return e.response!;
+          },
+          node(req, res) {
+            const count = () =>
+              ours.reduce((n, name) => n + res.listenerCount(name), 0);
+            const before = count();
+            const e = new EventEndpoint(req, res, options);
+            e.addEventListener("close", () => {
+              queueMicrotask(() => {
+                if (count() > before) listenersLeft++;
+              });
+            });
+            start(e, req.url === "/abort");
+          },
+        });
+        const s = server;
+        const received = { client: 0, abort: 0 };
+        const cycle = async (path: "/client" | "/abort") => {
+          let response: Response;
+          try {
+            response = await s.fetch(path);
+          } catch (error) {
+            // abort() may end the connection before the head is flushed.
+            if (path === "/abort") return;
+            throw error;
+          }
+          const reader = response.body!.getReader();
+          let text = "";
+          try {
+            while (!text.includes("data:hi\n\n")) {
+              const { done, value } = await reader.read();
+              if (done) break;
+              text += decoder.decode(value, { stream: true });
+            }
+            if (path === "/abort") {
+              // The server ends it: the stream ends or errors.
+              while (!(await reader.read()).done);
+            }
+          } catch {
+            // Aborted by the server.
+          }
+          if (text.includes("data:hi\n\n")) {
+            received[path.slice(1) as "client"]++;
+          }
+          await reader.cancel().catch(() => {});
+        };
+        const run = async (path: "/client" | "/abort", cycles: number) => {
+          let next = 0;
+          await Promise.all(
+            Array.from({ length: CONCURRENCY }, async () => {
+              while (next++ < cycles) await cycle(path);
+            }),
+          );
+        };
+        /** Memory after a full collection (when the runtime allows one). */
+        const settle = async () => {
+          await waitFor(() => open.size === 0, "every endpoint to close", 3000);
+          let gc = false;
+          for (let i = 0; i < 5; i++) {
+            gc = await collectGarbage();
+            await nextTick();
+          }
+          const { rss, heapUsed } = process.memoryUsage();
+          return { gc, rss, heapUsed };
+        };
+        // Two halves: the first warms up (pools, V8's heap size), the
+        // second must not grow: a leak would grow with the cycles.
+        await run("/client", CYCLES / 2);
+        await run("/abort", CYCLES / 2);
+        const half = await settle();
+        await run("/client", CYCLES / 2);
+        await run("/abort", CYCLES / 2);
+        const end = await settle();
+        const grown = end.rss - half.rss;
+        const heapGrown = end.heapUsed - half.heapUsed;
+        const alive = sample.filter((ref) => ref.deref() !== undefined).length;
+        console.log(
+          `churn on ${ownServer.name}: ${made} endpoints; over the last ${CYCLES} cycles rss ${
+            (grown / MiB).toFixed(1)
+          } MiB (${(half.rss / MiB).toFixed(0)} → ${
+            (end.rss / MiB).toFixed(0)
+          }), heap after gc ${
+            (heapGrown / MiB).toFixed(1)
+          } MiB (gc ${end.gc}); ${alive}/${sample.length} sampled endpoints reachable; events received: ${received.client} (client leaves), ${received.abort} (abort)`,
+        );
+        assert.equal(made, 2 * CYCLES);
+        assert.equal(received.client, CYCLES);
+        assert.ok(received.abort > 0, "some events arrive before abort()");
+        assert.equal(closes, made, "one close event per endpoint");
+        assert.equal(listenersLeft, 0, "listeners left on node responses");
+        assert.equal(timers.live(), 0, "heartbeat timers left");
+        if (end.gc) {
+          assert.equal(alive, 0, "endpoints still reachable");
+          assert.ok(heapGrown < 8 * MiB, `heap grew by ${heapGrown} bytes`);
+        }
+        assert.ok(grown < 64 * MiB, `rss grew by ${grown} bytes`);
+      } finally {
+        timers.restore();
+        await server?.close();
+      }
     },
   );
 });
