@@ -1359,6 +1359,24 @@ function lastMade(path: string): EventEndpoint {
   return list.at(-1)!;
 }
 
+/** `server.fetch(path)`, failing instead of hanging when no response comes in 20 s. */
+async function fetchOrFail(
+  server: TestServer,
+  path: string,
+): Promise<Response> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 20_000);
+  try {
+    return await server.fetch(path, { signal: controller.signal });
+  } catch (error) {
+    throw controller.signal.aborted
+      ? new Error(`no response for ${path} in 20 s (the handler hangs)`)
+      : error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Reads events until `count`, or to the end; at most 20 s. */
 async function firstEvents(
   response: Response,
@@ -1396,14 +1414,17 @@ for (const kind of allServerKinds) {
 
     /** The server still serves a new stream to its end. */
     async function stillServing(): Promise<void> {
-      const events = await firstEvents(await server.fetch("/await-first"), 3);
+      const events = await firstEvents(
+        await fetchOrFail(server, "/await-first"),
+        3,
+      );
       assert.deepEqual(events.map((e) => e.data), ["first", "2"]);
     }
 
     test("the LLM pattern: a client that leaves after 3 events ends the loop and the upstream", async () => {
       const ended = life.loopsEnded;
       const stopped = life.upstreamStopped;
-      const events = await firstEvents(await server.fetch("/llm"), 3);
+      const events = await firstEvents(await fetchOrFail(server, "/llm"), 3);
       assert.deepEqual(events.map((e) => e.data), [
         "token 0",
         "token 1",
@@ -1429,7 +1450,7 @@ for (const kind of allServerKinds) {
 
     test("abort() disconnects a stalled client: close fires once, the buffer is released", async () => {
       const ended = life.loopsEnded;
-      const response = await server.fetch("/stall");
+      const response = await fetchOrFail(server, "/stall");
       const reader = response.body!.getReader();
       await reader.read(); // then it stops reading
       const e = lastMade("/stall");
@@ -1472,7 +1493,7 @@ for (const kind of allServerKinds) {
 
     test('a channel\'s "close" overflow disconnects a client that stopped reading', async () => {
       const dropped = life.channel.stats().membersDropped;
-      const response = await server.fetch("/channel");
+      const response = await fetchOrFail(server, "/channel");
       const reader = response.body!.getReader();
       await reader.read(); // then it stops reading
       const e = lastMade("/channel");
@@ -1496,7 +1517,7 @@ for (const kind of allServerKinds) {
 
     test("headers: repeated Set-Cookie kept; HTTP/2 forbidden ones left out; the app's own Connection kept", async () => {
       const path = server.http2 ? "/h2-headers" : "/cookies";
-      const response = await server.fetch(path);
+      const response = await fetchOrFail(server, path);
       assert.equal(response.status, 200);
       assert.deepEqual(response.headers.getSetCookie(), ["a=1", "b=2"]);
       if (server.http2) {
