@@ -1497,7 +1497,8 @@ for (const kind of allServerKinds) {
       const reader = response.body!.getReader();
       await reader.read(); // then it stops reading
       const e = lastMade("/channel");
-      const closed = onClose(e);
+      let closeEvent: CloseEvent | undefined;
+      e.addEventListener("close", (event) => (closeEvent = event));
       for (
         let i = 0;
         life.channel.stats().membersDropped === dropped && i < 10_000;
@@ -1507,7 +1508,8 @@ for (const kind of allServerKinds) {
         await nextTick();
       }
       assert.equal(life.channel.stats().membersDropped, dropped + 1);
-      assert.equal((await closed).wasClean, false);
+      await waitFor(() => closeEvent !== undefined, "the close event");
+      assert.equal(closeEvent!.wasClean, false);
       assert.equal(e.closed, true);
       assert.equal(e.bufferedAmount, 0);
       assert.equal(life.channel.size, 0);
