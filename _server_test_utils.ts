@@ -1,15 +1,21 @@
 /**
  * Test helpers for sse_test.ts: real servers on 127.0.0.1 for every kind of
  * server the runtime has (Deno.serve or Bun.serve, node:http, node:http2
- * h2c), each with a `fetch` that talks to it. Not published.
+ * h2c and over TLS, Hono), each with a `fetch` that talks to it. Not
+ * published.
  *
  * @module
  */
 
 import * as http from "node:http";
 import * as http2 from "node:http2";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
+import { Hono } from "hono";
 
 /** A node request handler for both node:http and node:http2 (compat API). */
 export type NodeHandler = (
@@ -104,7 +110,14 @@ function endable(response: Response, streaming: Set<() => void>): Response {
       streaming.add(end);
     },
     async pull(controller) {
-      const { done, value } = await reader.read();
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        streaming.delete(end); // the server aborted it
+        throw error;
+      }
+      const { done, value } = result;
       if (!streaming.has(end)) return;
       if (done) {
         streaming.delete(end);
@@ -209,12 +222,173 @@ export const nodeHttp2Server: ServerKind = {
   },
 };
 
-/** Every server kind; `skip` says which this runtime cannot run. */
+/** A self-signed certificate for 127.0.0.1, made with `openssl`. */
+function selfSignedCertificate(): { key: string; cert: string } {
+  const dir = mkdtempSync(join(tmpdir(), "ssekit-tls-"));
+  try {
+    execFileSync("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      join(dir, "key.pem"),
+      "-out",
+      join(dir, "cert.pem"),
+    ], { stdio: "ignore" });
+    return {
+      key: readFileSync(join(dir, "key.pem"), "utf8"),
+      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `node:http2` over TLS (ALPN h2) with a certificate made at test time. */
+export const nodeHttp2TlsServer: ServerKind = {
+  name: "node:http2 (TLS)",
+  skip: undefined,
+  async start({ node }) {
+    const { key, cert } = selfSignedCertificate();
+    const server = http2.createSecureServer({ key, cert }, node);
+    const serverSessions = new Set<http2.ServerHttp2Session>();
+    server.on("session", (session) => {
+      serverSessions.add(session);
+      session.on("close", () => serverSessions.delete(session));
+    });
+    const origin = (await listenOnLoopback(server)).replace("http:", "https:");
+    const clientSessions = new Set<http2.ClientHttp2Session>();
+    return {
+      origin,
+      http2: true,
+      fetch(path, init = {}) {
+        return h2Fetch(origin, path, init, clientSessions, { ca: cert });
+      },
+      async close() {
+        for (const session of clientSessions) session.destroy();
+        for (const session of serverSessions) session.destroy();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  },
+};
+
+/**
+ * A web handler on node:http, as Hono's node adapter serves one: the
+ * request's signal aborts and the body is cancelled when the client goes
+ * away; the body is written with backpressure.
+ */
+function webOnNode(handler: WebHandler, origin: () => string): NodeHandler {
+  return async (req, res) => {
+    const controller = new AbortController();
+    let gone = false;
+    let onGone = () => {};
+    res.on("close", () => {
+      gone = true;
+      controller.abort();
+      onGone();
+    });
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (name.startsWith(":") || value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) {
+        headers.append(name, v);
+      }
+    }
+    const response = await handler(
+      new Request(origin() + req.url, {
+        method: req.method ?? "GET",
+        headers,
+        signal: controller.signal,
+      }),
+    );
+    const head: Record<string, string | string[]> = {};
+    response.headers.forEach((value, name) => {
+      if (name !== "set-cookie") head[name] = value;
+    });
+    const cookies = response.headers.getSetCookie();
+    if (cookies.length > 0) head["set-cookie"] = cookies;
+    (res as http.ServerResponse).writeHead(response.status, head);
+    if (!response.body) {
+      res.end();
+      return;
+    }
+    const reader = response.body.getReader();
+    onGone = () => void reader.cancel().catch(() => {});
+    try {
+      while (!gone) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (!(res as http.ServerResponse).write(value)) {
+          await new Promise<void>((resolve) => {
+            res.once("drain", resolve);
+            res.once("close", resolve);
+          });
+        }
+      }
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  };
+}
+
+/**
+ * Hono (`app.fetch`) passing every request to the web handler: on
+ * Deno.serve or Bun.serve, or on node:http through an adapter like
+ * `@hono/node-server`.
+ */
+export const honoServer: ServerKind = {
+  name: "Hono",
+  skip: undefined,
+  async start({ web, node }) {
+    const app = new Hono();
+    app.all("*", (c) => web(c.req.raw));
+    const fetchApp = (request: Request) => app.fetch(request);
+    if (runtime !== "node") return webServer.start({ web: fetchApp, node });
+    let origin = "";
+    const server = http.createServer(webOnNode(fetchApp, () => origin));
+    origin = await listenOnLoopback(server);
+    return {
+      origin,
+      http2: false,
+      fetch: webFetch(origin),
+      async close() {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  },
+};
+
+/** The server kinds of the basic suites; `skip` says which this runtime cannot run. */
 export const serverKinds: ServerKind[] = [
   webServer,
   nodeHttpServer,
   nodeHttp2Server,
 ];
+
+/** Every server kind, with TLS HTTP/2 and Hono. */
+export const allServerKinds: ServerKind[] = [
+  ...serverKinds,
+  nodeHttp2TlsServer,
+  honoServer,
+];
+
+/** The runtime's own server: Deno.serve, Bun.serve, or node:http on Node. */
+export const ownServer: ServerKind = runtime === "node"
+  ? nodeHttpServer
+  : webServer;
 
 /** A `Response` read from an HTTP/2 stream, one session per request. */
 function h2Fetch(
@@ -222,8 +396,9 @@ function h2Fetch(
   path: string,
   init: TestFetchInit,
   sessions: Set<http2.ClientHttp2Session>,
+  options: http2.SecureClientSessionOptions = {},
 ): Promise<Response> {
-  const session = http2.connect(origin);
+  const session = http2.connect(origin, options);
   sessions.add(session);
   session.on("error", () => {});
   session.on("close", () => sessions.delete(session));
@@ -239,7 +414,9 @@ function h2Fetch(
       const headers = new Headers();
       for (const [name, value] of Object.entries(head)) {
         if (name.startsWith(":") || value === undefined) continue;
-        headers.set(name, Array.isArray(value) ? value.join(", ") : `${value}`);
+        for (const v of Array.isArray(value) ? value : [value]) {
+          headers.append(name, `${v}`);
+        }
       }
       const status = Number(head[":status"]);
       stream.on("close", () => session.close());

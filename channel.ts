@@ -112,15 +112,21 @@ export interface ChannelMember extends EventTarget {
   readonly highWaterMark?: number;
   /**
    * Queues already-encoded event-stream bytes. The returned promise settles
-   * when the client has taken them (or the member failed); a member that is
-   * behind is written to again then.
+   * when there is room again or the member failed (its value is not used);
+   * a member that is behind is written to again then.
    */
-  write(encoded: Uint8Array): Promise<void>;
+  write(encoded: Uint8Array): Promise<unknown>;
   /**
    * Closes the member. Whoever closes it, it dispatches a `close` event,
    * and the channel lets it go.
    */
   close(): void;
+  /**
+   * Ends the member's connection now, even when its client does not read
+   * ({@linkcode EventEndpoint.abort}); the `"close"` overflow policy uses it
+   * when present, else `close()`.
+   */
+  abort?(reason?: unknown): void;
 }
 
 /** One published event as a {@linkcode HistoryStore} keeps it. */
@@ -912,7 +918,10 @@ export class EventChannel {
     if (this.#overflow === "close") {
       this.#membersDropped++;
       this.#remove(state);
-      state.endpoint.close();
+      // A graceful close would wait for a client that does not read.
+      const { endpoint } = state;
+      if (endpoint.abort) endpoint.abort("the client was too slow");
+      else endpoint.close();
       return;
     }
     // Drop whole events, oldest first, until the backlog fits again.
@@ -991,7 +1000,7 @@ export class EventChannel {
       state.droppedEvents = 0;
       this.#write(state, this.#encoder.encode(encodeServerSentEvent(notice)));
     }
-    let written: Promise<void>;
+    let written: Promise<unknown>;
     try {
       written = state.endpoint.write(bytes);
     } catch {

@@ -241,7 +241,7 @@ export class ServerSentEventStream
 }
 
 // ---------------------------------------------------------------------------
-// EventEndpoint
+// EventEndpoint: options and node shapes
 // ---------------------------------------------------------------------------
 
 /**
@@ -263,8 +263,11 @@ export interface NodeRequestLike {
  * `Http2ServerResponse` that {@linkcode EventEndpoint} uses.
  */
 export interface NodeResponseLike {
-  /** Sends the status line and headers. */
-  writeHead(statusCode: number, headers: Record<string, string>): unknown;
+  /** Sends the status line and headers (an array value: one line each). */
+  writeHead(
+    statusCode: number,
+    headers: Record<string, string | string[]>,
+  ): unknown;
   /** Writes body bytes; `false` means "wait for `drain`". */
   write(chunk: Uint8Array): boolean;
   /** Ends the body. */
@@ -282,28 +285,33 @@ export interface NodeResponseLike {
 }
 
 /**
- * What an {@linkcode EventEndpoint} does when a write would take its
+ * What an {@linkcode EventEndpoint} does with a write that would take its
  * {@linkcode EventEndpoint.bufferedAmount | bufferedAmount} past
- * {@linkcode EventEndpointOptions.highWaterMark | highWaterMark}:
+ * {@linkcode EventEndpointOptions.highWaterMark | highWaterMark} (a single
+ * write is always accepted when nothing is buffered):
  *
- * - `"wait"`: queue it anyway; its promise settles when the client has taken
- *   the bytes. A producer that awaits each write therefore never buffers more
- *   than one message past the mark; a producer that does not await is not
+ * - `"wait"`: queue it anyway; its promise resolves when `bufferedAmount` is
+ *   back within the mark. A producer that awaits each write never buffers
+ *   more than one write past the mark; one that does not await is not
  *   bounded — use `"drop"` or `"close"` for fire-and-forget producers.
- * - `"drop"`: discard the whole message (never part of it, which would corrupt
- *   the stream); its promise resolves and `droppedCount` goes up by one.
- * - `"close"`: close the connection to the slow client (the `close` event has
- *   `wasClean: false`) and reject the write and every pending one.
+ * - `"drop"`: discard the whole write (never part of it, which would corrupt
+ *   the stream); its promise resolves `false` and
+ *   {@linkcode EventEndpoint.droppedCount | droppedCount} goes up by one.
+ * - `"close"`: {@linkcode EventEndpoint.abort | abort} the connection to the
+ *   slow client; the write's promise resolves `false`.
  */
 export type OverflowPolicy = "wait" | "drop" | "close";
 
 /** Options for {@linkcode EventEndpoint}. */
 export interface EventEndpointOptions {
   /**
-   * Extra response headers, e.g. for CORS. They are also sent with a `204`.
-   * On HTTP/2 (`node:http2`), connection-specific headers (`Connection`,
-   * `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`) are
-   * left out, as HTTP/2 forbids them.
+   * Extra response headers, e.g. for CORS; they replace default headers of
+   * the same name, and several values of one name (`Set-Cookie`) are all
+   * sent. They are also sent with a `204`. On HTTP/2 (`node:http2`) the
+   * connection-specific headers HTTP/2 forbids are left out: `Connection`,
+   * `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`,
+   * `HTTP2-Settings` and a `TE` other than `trailers`. An invalid name or
+   * value makes the constructor throw a `TypeError`.
    *
    * @default {undefined}
    */
@@ -319,8 +327,7 @@ export interface EventEndpointOptions {
    * The longest the stream stays quiet: a comment line (`:`) is sent when
    * there was no write for this many ms (checked every quarter of it, so
    * after 0.75× to 1× of it), so that idle timeouts (Bun.serve: 10 s by
-   * default; proxies) keep the stream open. `0` disables it. Endpoints with
-   * the same interval share one timer.
+   * default; proxies) keep the stream open. `0` disables it.
    *
    * @default {5000}
    */
@@ -328,8 +335,7 @@ export interface EventEndpointOptions {
   /**
    * Bytes this client may have buffered (written, not yet taken by the
    * runtime) before {@linkcode EventEndpointOptions.overflow | overflow}
-   * applies. A single message larger than this is still accepted when
-   * nothing else is buffered.
+   * applies and before writes wait.
    *
    * @default {1048576}
    */
@@ -343,6 +349,10 @@ export interface EventEndpointOptions {
   overflow?: OverflowPolicy;
 }
 
+// ---------------------------------------------------------------------------
+// EventEndpoint: helpers
+// ---------------------------------------------------------------------------
+
 /**
  * The prefix `close(true)` puts in front of the last event id it sends. A
  * client that reconnects sends it back in `Last-Event-ID`, and the endpoint
@@ -350,35 +360,98 @@ export interface EventEndpointOptions {
  */
 const NO_RECONNECT_MARKER = "ssekit:closed:";
 
-/** The headers of every event stream; `options.headers` may add or replace. */
-const EVENT_STREAM_HEADERS: Readonly<Record<string, string>> = {
-  "content-type": "text/event-stream; charset=utf-8",
-  "cache-control": "no-cache, no-transform",
-  "x-accel-buffering": "no",
-};
+/** The headers of every event stream; `options.headers` may replace them. */
+const EVENT_STREAM_HEADERS: readonly (readonly [string, string])[] = [
+  ["content-type", "text/event-stream; charset=utf-8"],
+  ["cache-control", "no-cache, no-transform"],
+  ["x-accel-buffering", "no"],
+];
 
-const NO_HEADERS: Readonly<Record<string, string>> = {};
-
-/**
- * `HeadersInit` as a record with lower-case names. Most endpoints have no
- * extra headers and skip building a `Headers`, which is not cheap per client.
- */
-function headerRecord(
-  init: HeadersInit | undefined,
-): Readonly<Record<string, string>> {
-  if (init === undefined) return NO_HEADERS;
-  const record: Record<string, string> = {};
-  new Headers(init).forEach((value, name) => (record[name] = value));
-  return record;
-}
-
+/** Headers HTTP/2 forbids (RFC 9113 §8.2.2); `te` only as `trailers`. */
 const CONNECTION_SPECIFIC = new Set([
   "connection",
   "keep-alive",
   "proxy-connection",
   "transfer-encoding",
   "upgrade",
+  "http2-settings",
 ]);
+
+/** What node accepts in a header value (`Headers` lets control chars in). */
+const INVALID_HEADER_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+type HeaderPairs = readonly (readonly [string, string])[];
+
+/**
+ * `options.headers` as validated lower-case name/value pairs, every value of
+ * a repeated name kept. Throws a `TypeError` naming the bad header.
+ */
+function extraHeaders(init: HeadersInit | undefined): HeaderPairs {
+  if (init === undefined) return [];
+  let headers: Headers;
+  try {
+    headers = new Headers(init);
+  } catch (error) {
+    throw new TypeError(
+      `Invalid headers: expected a HeadersInit of valid names and values (${
+        (error as Error).message
+      })`,
+    );
+  }
+  const pairs: [string, string][] = [];
+  // Iteration yields each Set-Cookie value on its own.
+  for (const [name, value] of headers) {
+    if (INVALID_HEADER_VALUE.test(value)) {
+      throw new TypeError(
+        `Invalid headers: the value of ${JSON.stringify(name)} is ${
+          describe(value)
+        }, expected visible ASCII, Latin-1, spaces and tabs only`,
+      );
+    }
+    pairs.push([name, value]);
+  }
+  return pairs;
+}
+
+/** The event-stream headers, with `extra` replacing those of a same name. */
+function responseHeaders(extra: HeaderPairs): HeaderPairs {
+  if (extra.length === 0) return EVENT_STREAM_HEADERS;
+  const own = new Set(extra.map(([name]) => name));
+  return [
+    ...EVENT_STREAM_HEADERS.filter(([name]) => !own.has(name)),
+    ...extra,
+  ];
+}
+
+/**
+ * Headers for a node `writeHead`: repeated names as arrays, HTTP/2's
+ * forbidden ones left out, `Connection: keep-alive` added on HTTP/1.1 unless
+ * the app set its own.
+ */
+function nodeHeaders(
+  req: NodeRequestLike,
+  pairs: HeaderPairs,
+): Record<string, string | string[]> {
+  const http2 = req.httpVersionMajor >= 2;
+  const record: Record<string, string | string[]> = {};
+  for (const [name, value] of pairs) {
+    if (
+      http2 && (CONNECTION_SPECIFIC.has(name) ||
+        (name === "te" && value.toLowerCase() !== "trailers"))
+    ) continue;
+    const before = record[name];
+    if (before === undefined) record[name] = value;
+    else if (Array.isArray(before)) before.push(value);
+    else record[name] = [before, value];
+  }
+  if (
+    req.httpVersionMajor === 1 && req.httpVersionMinor === 1 &&
+    record["connection"] === undefined
+  ) {
+    record["connection"] = "keep-alive";
+  }
+  return record;
+}
 
 const LATIN1_HIGH = /[\u0080-\u00ff]/;
 const ABOVE_LATIN1 = /[\u0100-\uffff]/;
@@ -422,25 +495,14 @@ function utf8Length(text: string): number {
   return bytes;
 }
 
-/**
- * The last batch of shared byte parts joined, kept until the end of the tick.
- * When a loop broadcasts, every endpoint's batch is the same encoded messages
- * in the same order; they then share one chunk instead of each copying.
- */
-let lastJoinedParts: readonly Uint8Array[] | null = null;
-let lastJoined: Uint8Array = new Uint8Array(0);
-
-function forgetLastJoined(): void {
-  lastJoinedParts = null;
+function isWholeText(part: string | Uint8Array): boolean {
+  if (typeof part !== "string") return false;
+  const last = part.charCodeAt(part.length - 1);
+  return !(last >= 0xd800 && last <= 0xdbff);
 }
 
-function sameParts(a: readonly unknown[], b: readonly unknown[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function encodeParts(
+/** The writes of one tick as one chunk of `size` bytes. */
+function joinParts(
   parts: readonly (string | Uint8Array)[],
   size: number,
 ): Uint8Array {
@@ -448,29 +510,9 @@ function encodeParts(
     const only = parts[0]!;
     return typeof only === "string" ? utf8.encode(only) : only;
   }
-  if (typeof parts[0] === "string" && parts.every(isString)) {
-    return utf8.encode(parts.join(""));
-  }
-  if (lastJoinedParts !== null && sameParts(parts, lastJoinedParts)) {
-    return lastJoined;
-  }
-  const bytes = joinParts(parts, size);
-  if (!parts.some(isString)) {
-    if (lastJoinedParts === null) queueMicrotask(forgetLastJoined);
-    lastJoinedParts = parts as readonly Uint8Array[];
-    lastJoined = bytes;
-  }
-  return bytes;
-}
-
-function isString(part: string | Uint8Array): part is string {
-  return typeof part === "string";
-}
-
-function joinParts(
-  parts: readonly (string | Uint8Array)[],
-  size: number,
-): Uint8Array {
+  // Joining is right unless a part ends in half a surrogate pair: each part
+  // is UTF-8 on its own (a lone surrogate becomes U+FFFD), as counted.
+  if (parts.every(isWholeText)) return utf8.encode(parts.join(""));
   const bytes = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {
@@ -484,117 +526,35 @@ function joinParts(
   return bytes;
 }
 
-/** A message encoded by `send`/`sendEvent`, with its size in UTF-8 bytes. */
-interface EncodedMessage {
-  event: string | undefined;
-  data: string;
-  id: string | undefined;
-  text: string;
-  size: number;
-  /** Its bytes, once a second endpoint sends the same message. */
-  bytes: Uint8Array | null;
-}
-
-/**
- * The last message `send`/`sendEvent` encoded, kept until the end of the
- * tick. A loop that sends one message to many endpoints then validates and
- * encodes it once, and every endpoint after the first gets the same bytes.
- */
-let lastEncoded: EncodedMessage | null = null;
-
-function forgetLastEncoded(): void {
-  lastEncoded = null;
-}
-
+/** `send`/`sendEvent`'s message as text; throws on an invalid argument. */
 function encodeFields(
   event: string | undefined,
-  data: string,
-  id: string | undefined,
-): EncodedMessage {
-  const last = lastEncoded;
-  if (
-    last !== null && last.data === data && last.id === id &&
-    last.event === event
-  ) {
-    last.bytes ??= utf8.encode(last.text);
-    return last;
-  }
-  const message: ServerSentEventMessage = { data };
+  data: unknown,
+  id: unknown,
+): string {
+  if (typeof data !== "string") expectString("data", data);
+  const message: ServerSentEventMessage = { data: data as string };
   if (event !== undefined) message.event = event;
-  if (id !== undefined) message.id = id;
-  const text = encodeServerSentEvent(message);
-  if (lastEncoded === null) queueMicrotask(forgetLastEncoded);
-  return lastEncoded = {
-    event,
-    data,
-    id,
-    text,
-    size: utf8Length(text),
-    bytes: null,
-  };
+  if (id !== undefined) message.id = validateSingleLine("id", id);
+  return encodeServerSentEvent(message);
 }
 
-/** The bytes when they exist (shared, not copied), else the text. */
-function encodedChunk(encoded: EncodedMessage): string | Uint8Array {
-  return encoded.bytes ?? encoded.text;
+interface Pending<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
 }
 
-interface Pending {
-  promise: Promise<void>;
-  resolve(): void;
-  reject(error: unknown): void;
-}
-
-/** Heartbeat timer ticks per heartbeat interval. */
-const HEARTBEAT_TICKS = 4;
-
-/** The shared heartbeat timer of the endpoints with one interval. */
-interface HeartbeatClock {
-  /** Ticks so far. */
-  tick: number;
-  members: Set<EventEndpoint>;
-  timer: ReturnType<typeof setInterval>;
-}
-
-/** The parts of an endpoint with nothing queued (shared, never written). */
-const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
-
-function newPending(): Pending {
-  let resolve!: () => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
+function pending<T>(): Pending<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((res) => (resolve = res));
+  return { promise, resolve };
 }
 
 function ignore(): void {}
 
-/**
- * A write failing because its stream closed (the client went away, a write
- * to the socket failed, `close()`) is an expected outcome, not a bug. So the
- * promise is marked handled: a fire-and-forget `send()` never takes the
- * process down with an unhandled rejection, while `await send()` still
- * throws. Invalid messages are programming errors and stay unhandled.
- */
-function rejectClosed(pending: Pending, error: unknown): void {
-  pending.promise.catch(ignore);
-  pending.reject(error);
-}
-
-function closedRejection(reason: string): Promise<void> {
-  const promise = Promise.reject(closedError(reason));
-  promise.catch(ignore);
-  return promise;
-}
-
-function closedError(reason: string): DOMException {
-  return new DOMException(
-    `Cannot write to the event stream: it is closed (${reason})`,
-    "InvalidStateError",
-  );
-}
+const DELIVERED: Promise<boolean> = Promise.resolve(true);
+const NOT_DELIVERED: Promise<boolean> = Promise.resolve(false);
+const READY: Promise<void> = Promise.resolve();
 
 /** A `close` event: a `CloseEvent` where the runtime has one. */
 function closeEvent(wasClean: boolean, reason: string): Event {
@@ -621,94 +581,278 @@ function checkNonNegative(name: string, value: number): number {
   return value;
 }
 
-function isNodeResponse(value: unknown): value is NodeResponseLike {
-  return typeof value === "object" && value !== null &&
-    typeof (value as NodeResponseLike).writeHead === "function" &&
-    typeof (value as NodeResponseLike).write === "function";
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
 }
+
+function isNodeResponse(value: unknown): value is NodeResponseLike {
+  return isObject(value) && typeof value.writeHead === "function" &&
+    typeof value.write === "function";
+}
+
+// ---------------------------------------------------------------------------
+// EventEndpoint: transports
+// ---------------------------------------------------------------------------
+
+/** What a transport reports to its endpoint. */
+interface SinkHost {
+  /** The runtime took the bytes written: `buffered` dropped. */
+  taken(): void;
+  /** The stream ended: cleanly after `end()`, else the client left. */
+  ended(clean: boolean, reason: string): void;
+}
+
+/** A transport: where an endpoint's chunks go. */
+interface Sink {
+  /** Bytes written that the runtime has not taken yet. */
+  readonly buffered: number;
+  /** Whether it takes a chunk now (else the endpoint keeps coalescing). */
+  readonly writable: boolean;
+  /** Hands one chunk to the runtime; call only while `writable`. */
+  write(bytes: Uint8Array): void;
+  /** Ends the stream after what was written; `ended(true)` follows. */
+  end(): void;
+  /** Tears the connection down now; no callback follows. */
+  abort(error: Error): void;
+  /** Stops reporting to the host. */
+  detach(): void;
+}
+
+/**
+ * A web response body. It keeps one chunk in its queue (`highWaterMark: 1`),
+ * so the runtime's next read finds it at once; that chunk counts as buffered
+ * until the stream pulls again, which means the runtime has read it.
+ */
+class WebSink implements Sink {
+  readonly body: ReadableStream<Uint8Array>;
+  buffered = 0;
+  #host: SinkHost | null;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #pulled = false;
+
+  constructor(host: SinkHost) {
+    this.#host = host;
+    this.body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      // Returns nothing: a pending promise per idle client costs memory.
+      pull: () => {
+        this.#pulled = true;
+        if (this.buffered > 0) {
+          this.buffered = 0;
+          this.#host?.taken();
+        }
+      },
+      // The runtime cancels the body when the client goes away.
+      cancel: () => this.#host?.ended(false, "the client disconnected"),
+    }, { highWaterMark: 1 });
+  }
+
+  get writable(): boolean {
+    return this.#pulled;
+  }
+
+  write(bytes: Uint8Array): void {
+    this.#pulled = false;
+    this.buffered = bytes.byteLength;
+    this.#controller.enqueue(bytes);
+  }
+
+  end(): void {
+    this.#pulled = false;
+    this.#controller.close();
+    this.#host?.ended(true, "");
+  }
+
+  abort(error: Error): void {
+    this.buffered = 0;
+    try {
+      // Erroring the body makes the runtime abort the response. Bun.serve
+      // prints the reason of an errored body unless it is undefined.
+      this.#controller.error("Bun" in globalThis ? undefined : error);
+    } catch {
+      // Already closed or cancelled.
+    }
+  }
+
+  detach(): void {
+    this.#host = null;
+  }
+}
+
+/** A `node:http` / `node:http2` compatibility API response. */
+class NodeSink implements Sink {
+  readonly #res: NodeResponseLike;
+  #host: SinkHost;
+  #waiting = false;
+  #ended = false;
+  readonly #listeners: [string, () => void][];
+
+  constructor(res: NodeResponseLike, host: SinkHost) {
+    this.#res = res;
+    this.#host = host;
+    const left = () => this.#host.ended(false, "the client disconnected");
+    this.#listeners = [
+      ["drain", () => {
+        this.#waiting = false;
+        this.#host.taken();
+      }],
+      // node:http2's compatibility API emits `finish` when the client resets
+      // the stream too, so only a `finish` after `end()` is clean.
+      ["finish", () => this.#ended ? this.#host.ended(true, "") : left()],
+      ["close", left],
+      // Stays attached after detach(): an unhandled `error` crashes node.
+      ["error", () => this.#host.ended(false, "the response failed")],
+    ];
+    for (const [event, listener] of this.#listeners) res.on(event, listener);
+    // The client left before the handler ran: `close` already fired.
+    if (res.destroyed) queueMicrotask(left);
+  }
+
+  get buffered(): number {
+    return this.#waiting ? this.#res.writableLength ?? 0 : 0;
+  }
+
+  get writable(): boolean {
+    return !this.#waiting && !this.#ended;
+  }
+
+  write(bytes: Uint8Array): void {
+    try {
+      if (!this.#res.write(bytes)) this.#waiting = true;
+    } catch {
+      this.abort();
+      this.#host.ended(false, "a write failed");
+    }
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#res.end();
+  }
+
+  abort(): void {
+    this.#waiting = false;
+    try {
+      this.#res.destroy();
+    } catch {
+      // Already gone.
+    }
+  }
+
+  detach(): void {
+    for (const [event, listener] of this.#listeners) {
+      if (event !== "error") this.#res.off(event, listener);
+    }
+    this.#host = { taken: ignore, ended: ignore };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// EventEndpoint
+// ---------------------------------------------------------------------------
+
+/** Heartbeat timer ticks per heartbeat interval. */
+const HEARTBEAT_TICKS = 4;
+
+/** The shared heartbeat timer of the endpoints with one interval. */
+interface HeartbeatClock {
+  /** Ticks so far. */
+  tick: number;
+  members: Set<EventEndpoint>;
+  timer: ReturnType<typeof setInterval>;
+}
+
+/** The parts of an endpoint with nothing queued (shared, never written). */
+const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
 
 /**
  * One client's event stream — jsext's `EventEndpoint` API (`send`,
  * `sendEvent`, `dispatchEvent(new MessageEvent(…))`, `close`, `lastEventId`,
  * `closed`, `response`, the `close` event) with injection-proof encoding,
- * backpressure, heartbeats and disconnect detection, and no global registry of
- * clients.
+ * backpressure, heartbeats and disconnect detection, and no global registry
+ * of clients.
  *
  * Web (`Deno.serve`, `Bun.serve`, Hono…): `new EventEndpoint(request)` and
- * return `endpoint.response`. Node (`node:http`, `node:http2` compatibility
- * API): `new EventEndpoint(req, res)`; the head is written at once and
- * `response` is `null`.
+ * return {@linkcode EventEndpoint.response}. Node (`node:http`, the
+ * `node:http2` compatibility API): `new EventEndpoint(req, res)`; the head
+ * is written at once and `response` is `null`.
  *
- * **Wire form.** The stream starts with `retry:N\n` when
- * `reconnectionTime` is set, else with the comment `:\n`, so that headers and
- * a first chunk go out at once. Messages are encoded by
- * {@linkcode encodeServerSentEvent}; heartbeats are `:\n`.
+ * **Lifecycle.** An endpoint is `open`, then closing (after
+ * {@linkcode EventEndpoint.close | close()}: what is queued still goes out),
+ * then closed. It closes when the client goes away, when `close()` has
+ * flushed, or at once on {@linkcode EventEndpoint.abort | abort()}; then
+ * {@linkcode EventEndpoint.signal | signal} aborts (already at `close()`),
+ * the heartbeat stops, the queue is released and a `close` event
+ * (`CloseEvent`; `wasClean` is `false` unless `close()` finished) fires
+ * exactly once.
+ *
+ * **Writes.** {@linkcode EventEndpoint.send | send},
+ * {@linkcode EventEndpoint.sendEvent | sendEvent} and
+ * {@linkcode EventEndpoint.write | write} throw a `TypeError`/`RangeError`
+ * for invalid input, before anything is queued, and never reject: their
+ * promise resolves `true` once the bytes are queued within
+ * {@linkcode EventEndpointOptions.highWaterMark | highWaterMark} (at once
+ * unless past it, as `WritableStream` and `res.write` do), and `false` when
+ * they were not (closed, the client left, dropped). A disconnect is an
+ * outcome, not an exception: `false` ends the producer's loop, and a send
+ * nobody awaits is never an unhandled rejection. Writes of one tick go out
+ * as one chunk. {@linkcode EventEndpoint.ready | ready} is the drain signal.
+ *
+ * **Wire form.** The stream starts with `retry:N\n` when `reconnectionTime`
+ * is set, else with the comment `:\n`, so that headers go out at once.
+ * Messages are encoded by {@linkcode encodeServerSentEvent}; heartbeats are
+ * `:\n`.
  *
  * **Headers.** `Content-Type: text/event-stream; charset=utf-8`,
- * `Cache-Control: no-cache, no-transform` (compression middleware leaves the
- * stream alone), `X-Accel-Buffering: no` (nginx does not buffer it), then
+ * `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`, then
  * {@linkcode EventEndpointOptions.headers | options.headers}. `Connection:
- * keep-alive` is added for node HTTP/1.1 requests only. A web `Request` does
- * not tell its HTTP version, so a web response gets no `Connection` header:
- * HTTP/1.1 connections are persistent without it and HTTP/2 forbids it.
- * (Measured: Deno.serve and Bun.serve add none themselves on HTTP/1.1 and pass
- * an app's `Connection` through, on Deno even in a close-delimited HTTP/1.0
- * response; Deno.serve drops `Connection` and `Keep-Alive` on HTTP/2;
- * Bun.serve speaks HTTP/1.1 only.)
+ * keep-alive` is added for node HTTP/1.1 requests unless the app sets
+ * `Connection`; a web response gets none (a `Request` does not tell its HTTP
+ * version, and HTTP/2 forbids it).
  *
- * **Backpressure.** Writes made in the same tick are coalesced into one
- * chunk. A write's promise resolves when the runtime has taken its bytes: on
- * the web when the runtime reads it from the response body (which queues at
- * most one chunk ahead of the runtime's reads), on node when `res.write()` accepts it without asking to wait for
- * `drain` (or at `drain`). {@linkcode EventEndpoint.bufferedAmount} counts the
- * bytes not yet taken (plus, on node, `res.writableLength`);
- * {@linkcode EventEndpointOptions.highWaterMark} and
- * {@linkcode OverflowPolicy} bound it.
+ * **`close(true)`** sends one last `id:` whose value is `ssekit:closed:` +
+ * {@linkcode EventEndpoint.lastEventId}, then ends the stream. A client that
+ * reconnects sends it back in `Last-Event-ID`, and an endpoint constructed
+ * for that request answers `204 No Content` (with `options.headers`), which
+ * makes `EventSource` stop. Such an endpoint starts closed and fires `close`
+ * (`wasClean: true`) in a microtask; its `lastEventId` is the id without the
+ * prefix. It only stops clients that send `Last-Event-ID` (`EventSource` and
+ * `EventConsumer` do), and no memory is kept on the server.
  *
- * **Disconnects.** A cancelled body stream (Deno.serve and Bun.serve cancel
- * it when the client goes away), an aborted `request.signal` (not read on
- * Deno, where Deno.serve prints a warning when it is read, nor on Bun, where
- * reading it costs about 0.8 KiB per connection; both cancel the body), or the node
- * response's `close` or `finish` before `end()` mark the endpoint closed: the heartbeat
- * stops, pending and later writes reject with a `DOMException`
- * (`InvalidStateError`), and a `close` event (`CloseEvent`, `wasClean: false`)
- * fires once. Those rejections are marked handled: a send nobody awaits never
- * becomes an unhandled rejection (which would end a Deno or Node process), so
- * fire-and-forget sends from timers and loops are safe. `close()` flushes what is queued, ends the stream and fires
- * `close` with `wasClean: true` once the runtime has taken the end of the
- * stream (on the web: when the body stream is read to its end).
+ * @example Stream a model's tokens; stop the model when the client leaves
+ * ```ts
+ * import { EventEndpoint } from "@ssekit/sse/server";
  *
- * **`close(true)`** is stateless: it sends one last `id:` whose value is
- * `ssekit:closed:` + {@linkcode EventEndpoint.lastEventId}, then ends the
- * stream. A client that reconnects sends that back in `Last-Event-ID`, and an
- * endpoint constructed for that request answers `204 No Content` (with
- * `options.headers`), which makes `EventSource` stop reconnecting. Such an
- * endpoint starts closed, fires `close` (`wasClean: true`) in a microtask, so
- * listeners added right after construction see it, and its `lastEventId` is
- * the id without the prefix. Limits: it only stops clients that send `Last-Event-ID`
- * (`EventSource` and `EventConsumer` do); a brand-new `EventSource` (no
- * header) connects normally; the marker replaces the client's last event id;
- * and a client can send the marker itself, which only gets it a `204`. No
- * memory is kept on the server.
+ * // Deno.serve, Bun.serve, Hono; on node: new EventEndpoint(req, res).
+ * export function handler(request: Request): Response {
+ *   const endpoint = new EventEndpoint(request);
+ *   (async () => {
+ *     const upstream = await fetch("https://llm.example/v1/stream", {
+ *       method: "POST",
+ *       signal: endpoint.signal, // aborts when the client leaves
+ *     });
+ *     const tokens = upstream.body!.pipeThrough(new TextDecoderStream());
+ *     for await (const token of tokens) {
+ *       if (!await endpoint.send(token)) break; // the client left
+ *     }
+ *     endpoint.close();
+ *   })().catch((error) => endpoint.abort(error));
+ *   return endpoint.response!;
+ * }
+ * ```
  *
- * **For channels.** {@linkcode EventEndpoint.write} takes already-encoded
- * event-stream text or bytes; `bufferedAmount`, `droppedCount`, `closed`,
- * `highWaterMark`, `lastEventId` and the `close` event are what a broadcaster
- * observes.
- *
- * @example Web (Deno.serve, Bun.serve, Hono)
+ * @example In memory
  * ```ts
  * import { EventEndpoint } from "@ssekit/sse/server";
  * import assert from "node:assert/strict";
  *
- * function handler(request: Request): Response {
- *   const endpoint = new EventEndpoint(request, { heartbeat: 0 });
- *   endpoint.sendEvent("greeting", "hello", "1");
- *   endpoint.close();
- *   return endpoint.response!;
- * }
- *
- * const response = handler(new Request("http://localhost/events"));
+ * const endpoint = new EventEndpoint(new Request("http://localhost/events"));
+ * assert.equal(await endpoint.sendEvent("greeting", "hello", "1"), true);
+ * endpoint.close();
+ * assert.equal(await endpoint.send("late"), false);
+ * const response = endpoint.response!;
  * assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
  * assert.equal(await response.text(), ":\nevent:greeting\nid:1\ndata:hello\n\n");
  * ```
@@ -729,44 +873,30 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
  * ```
  */
 export class EventEndpoint extends EventTarget {
-  readonly #response: Response | null;
-  readonly #nodeResponse: NodeResponseLike | null = null;
+  readonly #response: Response | null = null;
+  /** `null` for a `204` endpoint, which never streams. */
+  readonly #sink: WebSink | NodeSink | null = null;
   readonly #heartbeat: number;
   readonly #highWaterMark: number;
   readonly #overflow: OverflowPolicy;
+  #state: "open" | "closing" | "closed" = "open";
   #lastEventId: string;
-  #closed = false;
-  /** Set once the `close` event has fired (or would have, for a 204). */
-  #finished = false;
-  #closeReason = "closed by the server";
-
-  // Writes not yet handed to the runtime, coalesced at the next delivery,
-  // and the promise they share. (Idle endpoints hold no arrays: with
-  // thousands of connections every object per endpoint shows.)
-  #parts: readonly (string | Uint8Array)[] = NO_PARTS;
-  #partsSize = 0;
-  #batch: Pending | null = null;
-  #flushScheduled = false;
   #droppedCount = 0;
 
-  // Web: the body stream's controller; whether it has room for a chunk
-  // (it pulled); the chunk in its queue the runtime has not read yet.
-  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
-  #pulled = false;
-  #ahead: Pending | null = null;
-  #aheadSize = 0;
-  #abortSignal: AbortSignal | null = null;
-  #onAbort: (() => void) | null = null;
-
-  // Node: writes accepted by `res.write()` after it asked us to wait.
-  #drainPending: Pending | null = null;
-  #waitingForDrain = false;
-  #ended = false;
-  #nodeListeners: [string, () => void][] | null = null;
+  // The writes not yet handed to the sink, joined at the next flush. (An
+  // idle endpoint holds no array: with thousands of clients it shows.)
+  #parts: readonly (string | Uint8Array)[] = NO_PARTS;
+  #partsSize = 0;
+  #flushScheduled = false;
+  /** Writes past the mark and `ready`, waiting for the buffer to drain. */
+  #drain: (Pending<boolean> & { ready?: Promise<void> }) | null = null;
+  #abortController: AbortController | null = null;
+  /** Stops watching a web request's signal (node runtimes only). */
+  #unwatch: (() => void) | null = null;
 
   #clock: HeartbeatClock | null = null;
   #lastWriteTick = 0;
-  /** One timer per heartbeat interval, not one per client (memory, churn). */
+  /** One timer per heartbeat interval, not one per client. */
   static #clocks = new Map<number, HeartbeatClock>();
 
   /**
@@ -774,6 +904,9 @@ export class EventEndpoint extends EventTarget {
    *
    * @param request The incoming request.
    * @param options Options.
+   * @throws {TypeError} If `request` is not a `Request`, or an option or
+   * header is invalid.
+   * @throws {RangeError} If a number option is out of range.
    */
   constructor(request: Request, options?: EventEndpointOptions);
   /**
@@ -783,6 +916,9 @@ export class EventEndpoint extends EventTarget {
    * @param req The incoming request.
    * @param res Its response.
    * @param options Options.
+   * @throws {TypeError} If `req` is not a node request, or an option or
+   * header is invalid.
+   * @throws {RangeError} If a number option is out of range.
    */
   constructor(
     req: NodeRequestLike,
@@ -795,16 +931,43 @@ export class EventEndpoint extends EventTarget {
     maybeOptions?: EventEndpointOptions,
   ) {
     super();
+    // 1. Validate everything; nothing is wired until it all passed.
     const res = isNodeResponse(resOrOptions) ? resOrOptions : null;
-    const options: EventEndpointOptions =
-      (res ? maybeOptions : resOrOptions as EventEndpointOptions | undefined) ??
-        {};
-    this.#heartbeat = checkNonNegative("heartbeat", options.heartbeat ?? 5000);
+    const options = (res ? maybeOptions : resOrOptions) ?? {};
+    if (!isObject(options)) {
+      throw new TypeError(
+        `Invalid options: expected an object, got ${describe(options)}`,
+      );
+    }
+    let header: unknown;
+    if (res) {
+      if (!isObject(request) || !isObject(request.headers)) {
+        throw new TypeError(
+          `Invalid req: expected a node:http or node:http2 request with headers, got ${
+            describe(request)
+          }`,
+        );
+      }
+      header = (request as NodeRequestLike).headers["last-event-id"];
+      if (Array.isArray(header)) header = header[0];
+    } else {
+      const headers = isObject(request) ? request.headers : undefined;
+      if (!isObject(headers) || typeof headers.get !== "function") {
+        throw new TypeError(
+          `Invalid request: expected a web Request, or a node request and its response, got ${
+            describe(request)
+          }`,
+        );
+      }
+      header = (request as Request).headers.get("last-event-id");
+    }
+    const opts = options as EventEndpointOptions;
+    this.#heartbeat = checkNonNegative("heartbeat", opts.heartbeat ?? 5000);
     this.#highWaterMark = checkNonNegative(
       "highWaterMark",
-      options.highWaterMark ?? 1024 * 1024,
+      opts.highWaterMark ?? 1024 * 1024,
     );
-    const overflow = options.overflow ?? "wait";
+    const overflow = opts.overflow ?? "wait";
     if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
       throw new TypeError(
         `Invalid overflow ${
@@ -813,104 +976,55 @@ export class EventEndpoint extends EventTarget {
       );
     }
     this.#overflow = overflow;
-    const reconnectionTime = options.reconnectionTime === undefined
-      ? undefined
-      : validateRetry(options.reconnectionTime, "reconnectionTime");
-
-    let header: string;
-    if (res) {
-      const value = (request as NodeRequestLike).headers["last-event-id"];
-      header = (Array.isArray(value) ? value[0] : value) ?? "";
-    } else {
-      header = (request as Request).headers.get("last-event-id") ?? "";
-    }
-    header = decodeHeaderValue(header);
-    const noContent = header.startsWith(NO_RECONNECT_MARKER);
+    const first = opts.reconnectionTime === undefined ? ":\n" : "retry:" +
+      validateRetry(opts.reconnectionTime, "reconnectionTime") + "\n";
+    const extra = extraHeaders(opts.headers);
+    const lastEventId = decodeHeaderValue(
+      typeof header === "string" ? header : "",
+    );
+    const noContent = lastEventId.startsWith(NO_RECONNECT_MARKER);
     this.#lastEventId = noContent
-      ? header.slice(NO_RECONNECT_MARKER.length)
-      : header;
+      ? lastEventId.slice(NO_RECONNECT_MARKER.length)
+      : lastEventId;
 
-    const extra = headerRecord(options.headers);
-    const headers = { ...EVENT_STREAM_HEADERS, ...extra };
-
+    // 2. The client was told not to reconnect: 204, and `close` still
+    // fires (after the handler added its listeners) so cleanup runs.
     if (noContent) {
-      this.#closed = true;
-      this.#closeReason = "the client was told not to reconnect (204)";
-      // `close` still fires (after the handler has added its listeners), so
-      // code that cleans up on `close` works for this endpoint too.
-      queueMicrotask(() => this.#finish(true, this.#closeReason));
       if (res) {
-        res.writeHead(
-          204,
-          this.#nodeHeaders(request as NodeRequestLike, extra),
-        );
+        res.writeHead(204, nodeHeaders(request as NodeRequestLike, extra));
         res.end();
-        this.#response = null;
       } else {
-        this.#response = new Response(null, { status: 204, headers: extra });
+        this.#response = new Response(null, {
+          status: 204,
+          headers: extra as [string, string][],
+        });
       }
+      this.#state = "closed";
+      const reason = "the client was told not to reconnect (204)";
+      queueMicrotask(() => super.dispatchEvent(closeEvent(true, reason)));
       return;
     }
 
-    this.#write(
-      reconnectionTime === undefined
-        ? ":\n"
-        : encodeServerSentEvent({ retry: reconnectionTime }),
-    );
-
+    // 3. Wire the transport and queue the first bytes.
+    const host: SinkHost = {
+      taken: () => this.#taken(),
+      ended: (clean, reason) => this.#finish(clean, reason),
+    };
+    const headers = responseHeaders(extra);
     if (res) {
-      this.#response = null;
-      this.#nodeResponse = res;
-      this.#listen(res, "drain", () => this.#onDrain());
-      // node:http2's compatibility API emits `finish` when the client resets
-      // the stream too, so only a `finish` after our `end()` is clean.
-      this.#listen(
-        res,
-        "finish",
-        () =>
-          this.#ended
-            ? this.#finish(true)
-            : this.#fail("the client disconnected"),
-      );
-      this.#listen(
-        res,
-        "close",
-        () => this.#fail("the client disconnected"),
-      );
-      this.#listen(res, "error", () => this.#fail("the response failed"));
-      res.writeHead(
-        200,
-        this.#nodeHeaders(request as NodeRequestLike, headers),
-      );
+      res.writeHead(200, nodeHeaders(request as NodeRequestLike, headers));
+      this.#sink = new NodeSink(res, host);
       this.#startHeartbeat();
-      if (res.destroyed) {
-        // The client left before the handler ran: `close` already fired.
-        queueMicrotask(() => this.#fail("the client disconnected"));
-      }
     } else {
-      const web = request as Request;
-      const body = new ReadableStream<Uint8Array>({
-        start: (controller) => {
-          this.#controller = controller;
-        },
-        pull: () => this.#pull(),
-        // The runtime cancels the body when the client goes away.
-        cancel: () => this.#fail("the client disconnected", false),
-      }, { highWaterMark: 1 });
-      this.#response = new Response(body, { status: 200, headers });
-      // Deno.serve prints a warning when `request.signal` is read (it aborts
-      // after successful responses too), and cancels the body on disconnect
-      // anyway, so the signal is only watched elsewhere.
-      const signal = "Deno" in globalThis || "Bun" in globalThis
-        ? undefined
-        : web.signal;
-      if (signal) {
-        this.#abortSignal = signal;
-        this.#onAbort = () => this.#fail("the client disconnected");
-        signal.addEventListener("abort", this.#onAbort, { once: true });
-        if (signal.aborted) queueMicrotask(this.#onAbort);
-      }
+      const sink = new WebSink(host);
+      this.#sink = sink;
+      this.#response = new Response(sink.body, {
+        status: 200,
+        headers: headers as [string, string][],
+      });
+      this.#watch(request as Request);
     }
+    this.#enqueue(first, first.length);
   }
 
   /**
@@ -924,40 +1038,65 @@ export class EventEndpoint extends EventTarget {
 
   /**
    * The last event id: from the request's `Last-Event-ID` header (without
-   * the `close(true)` marker), then the last `id` sent with
-   * {@linkcode EventEndpoint.send | send}/{@linkcode EventEndpoint.sendEvent | sendEvent}
-   * (bytes passed to {@linkcode EventEndpoint.write | write} are not parsed).
+   * the `close(true)` marker), then the last `id` queued by
+   * {@linkcode EventEndpoint.send | send} or
+   * {@linkcode EventEndpoint.sendEvent | sendEvent} (bytes passed to
+   * {@linkcode EventEndpoint.write | write} are not parsed).
    */
   get lastEventId(): string {
     return this.#lastEventId;
   }
 
-  /** Whether the endpoint is closed: no more writes are accepted. */
+  /** Whether writes are refused: `close()` or `abort()` was called, or the client left. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#state !== "open";
   }
 
   /**
-   * Bytes written to this endpoint that the runtime has not taken yet (on
-   * node, including `res.writableLength`, which node has buffered).
+   * Aborts when the endpoint stops accepting writes, for whatever reason
+   * (the client left, `close()`, `abort()`): hand it to the upstream `fetch`
+   * or model call that feeds this client.
+   */
+  get signal(): AbortSignal {
+    if (this.#abortController === null) {
+      this.#abortController = new AbortController();
+      if (this.#state !== "open") this.#abortController.abort();
+    }
+    return this.#abortController.signal;
+  }
+
+  /**
+   * Bytes written that the runtime has not taken yet (on node, including
+   * what `res` buffered after asking to wait for `drain`); `0` once closed.
    */
   get bufferedAmount(): number {
-    return this.#partsSize + this.#aheadSize +
-      (this.#nodeResponse?.writableLength ?? 0);
+    if (this.#state === "closed") return 0;
+    return this.#partsSize + this.#sink!.buffered;
   }
 
   /**
    * The per-client bound on {@linkcode EventEndpoint.bufferedAmount}, from
-   * {@linkcode EventEndpointOptions.highWaterMark} (a channel uses it as the
-   * member's mark).
+   * {@linkcode EventEndpointOptions.highWaterMark}.
    */
   get highWaterMark(): number {
     return this.#highWaterMark;
   }
 
-  /** Messages discarded by the `"drop"` {@linkcode OverflowPolicy}. */
+  /** Writes discarded by the `"drop"` {@linkcode OverflowPolicy}. */
   get droppedCount(): number {
     return this.#droppedCount;
+  }
+
+  /**
+   * Like `WritableStreamDefaultWriter.ready`: resolved while
+   * {@linkcode EventEndpoint.bufferedAmount | bufferedAmount} is within
+   * {@linkcode EventEndpoint.highWaterMark | highWaterMark}; otherwise it
+   * resolves when it is again, or when the endpoint closes. Never rejects.
+   */
+  get ready(): Promise<void> {
+    if (this.bufferedAmount <= this.#highWaterMark) return READY;
+    const drain = this.#waitForDrain();
+    return drain.ready ??= drain.promise.then(ignore);
   }
 
   /**
@@ -965,13 +1104,13 @@ export class EventEndpoint extends EventTarget {
    *
    * @param data The data; may contain line breaks.
    * @param id An event id to set (`""` resets the client's last event id).
-   * @returns A promise that resolves when the runtime has taken the bytes and
-   * rejects if the data or id is invalid or the endpoint is closed.
-   * Rejections for a closed endpoint are marked handled, so leaving the
-   * promise un-awaited is safe.
+   * @returns `true` once queued within the high-water mark, `false` if not
+   * sent (closed, the client left, dropped). Never rejects.
+   * @throws {TypeError} If `data` is not a string, or `id` is not a string
+   * without CR, LF and NUL.
    */
-  send(data: string, id?: string): Promise<void> {
-    return this.#sendFields(undefined, data, id);
+  send(data: string, id?: string): Promise<boolean> {
+    return this.#sendText(encodeFields(undefined, data, id), id);
   }
 
   /**
@@ -980,39 +1119,42 @@ export class EventEndpoint extends EventTarget {
    * @param event The event type; must not contain CR or LF.
    * @param data The data; may contain line breaks.
    * @param id An event id to set (`""` resets the client's last event id).
-   * @returns A promise that resolves when the runtime has taken the bytes and
-   * rejects if an argument is invalid or the endpoint is closed.
-   * Rejections for a closed endpoint are marked handled, so leaving the
-   * promise un-awaited is safe.
+   * @returns `true` once queued within the high-water mark, `false` if not
+   * sent (closed, the client left, dropped). Never rejects.
+   * @throws {TypeError} If `event` or `data` is not a string, `event`
+   * contains CR or LF, or `id` is not a string without CR, LF and NUL.
    */
-  sendEvent(event: string, data: string, id?: string): Promise<void> {
-    return this.#sendFields(event, data, id);
+  sendEvent(event: string, data: string, id?: string): Promise<boolean> {
+    validateSingleLine("event", event);
+    return this.#sendText(encodeFields(event, data, id), id);
   }
 
   /**
    * Writes already-encoded event-stream text or UTF-8 bytes as they are (a
-   * channel encodes a message once and writes it to many endpoints). The
-   * caller is responsible for it being well-formed; it is not parsed.
+   * channel encodes a message once and writes it to many endpoints). They
+   * are not parsed: the caller makes them well-formed.
    *
    * @param encoded Event-stream text or bytes.
-   * @returns A promise that resolves when the runtime has taken the bytes.
+   * @returns `true` once queued within the high-water mark, `false` if not
+   * (closed, the client left, dropped). Never rejects.
+   * @throws {TypeError} If `encoded` is not a string or `Uint8Array`.
    */
-  write(encoded: Uint8Array | string): Promise<void> {
-    if (typeof encoded !== "string" && !(encoded instanceof Uint8Array)) {
-      return Promise.reject(
-        new TypeError(
-          `Invalid encoded: expected a string or Uint8Array, got ${
-            describe(encoded)
-          }`,
-        ),
-      );
+  write(encoded: Uint8Array | string): Promise<boolean> {
+    if (typeof encoded === "string") {
+      return this.#accept(encoded, utf8Length(encoded));
     }
-    return this.#accept(encoded);
+    if (encoded instanceof Uint8Array) {
+      return this.#accept(encoded, encoded.byteLength);
+    }
+    throw new TypeError(
+      `Invalid encoded: expected a string or Uint8Array, got ${
+        describe(encoded)
+      }`,
+    );
   }
 
   /**
-   * Adds a listener; `close` listeners get a `CloseEvent` (`wasClean` is
-   * `false` when the client went away or a write failed; `reason` says why).
+   * Adds a listener; `close` listeners get a `CloseEvent`.
    *
    * @param type The event type.
    * @param listener The listener.
@@ -1084,14 +1226,16 @@ export class EventEndpoint extends EventTarget {
   }
 
   /**
-   * A `MessageEvent` is sent to the client (type `"message"` via `send`,
-   * other types via `sendEvent`; its `lastEventId` is sent as the id unless
-   * empty, its `data` must be a string) and is not dispatched locally; write
-   * errors are ignored — use `send` to observe them. Other events are
-   * dispatched normally.
+   * A `MessageEvent` is sent to the client (type `"message"` as
+   * {@linkcode EventEndpoint.send | send}, other types as
+   * {@linkcode EventEndpoint.sendEvent | sendEvent}; its `lastEventId` is
+   * sent as the id unless empty) and is not dispatched locally. Other events
+   * are dispatched normally.
    *
    * @param event The event.
    * @returns `false` if the event is cancelable and a listener cancelled it.
+   * @throws {TypeError} If a `MessageEvent`'s `data` is not a string or its
+   * type or `lastEventId` cannot be sent (as `send`/`sendEvent`).
    */
   override dispatchEvent(event: Event): boolean {
     if (typeof MessageEvent === "function" && event instanceof MessageEvent) {
@@ -1103,223 +1247,190 @@ export class EventEndpoint extends EventTarget {
         );
       }
       const id = event.lastEventId === "" ? undefined : event.lastEventId;
-      const sent = event.type === "message"
-        ? this.send(event.data, id)
-        : this.sendEvent(event.type, event.data, id);
-      sent.catch(() => {});
+      if (event.type === "message") this.send(event.data, id);
+      else this.sendEvent(event.type, event.data, id);
       return !event.cancelable || !event.defaultPrevented;
     }
     return super.dispatchEvent(event);
   }
 
   /**
-   * Ends the stream after what is queued has been taken, then fires `close`
-   * (`wasClean: true`). Does nothing if already closed.
+   * Ends the stream gracefully: what is queued still goes out, then the
+   * stream ends and `close` fires (`wasClean: true`). Writes are refused
+   * from now on and {@linkcode EventEndpoint.signal | signal} aborts. A
+   * client that never reads keeps it closing: use
+   * {@linkcode EventEndpoint.abort | abort()} to end it now. Does nothing
+   * if already closing or closed.
    *
-   * @param noReconnect Tell the client not to reconnect: see the class docs
-   * (stateless, via a marker in the last event id, then `204`).
+   * @param noReconnect Tell the client not to reconnect (see the class docs:
+   * stateless, via a marker in the last event id, then `204`).
    */
   close(noReconnect = false): void {
-    if (this.#closed) return;
+    if (this.#state !== "open") return;
     if (noReconnect) {
-      this.#write(
-        encodeServerSentEvent({ id: NO_RECONNECT_MARKER + this.#lastEventId }),
-      );
+      const marker = `id:${NO_RECONNECT_MARKER}${this.#lastEventId}\n\n`;
+      this.#enqueue(marker, utf8Length(marker));
     }
-    this.#closed = true;
+    this.#state = "closing";
     this.#stopHeartbeat();
-    this.#scheduleFlush();
+    this.#abortController?.abort();
+    this.#flushLater();
   }
 
-  #sendFields(
-    event: string | undefined,
-    data: string,
-    id: string | undefined,
-  ): Promise<void> {
-    let encoded: EncodedMessage;
-    try {
-      encoded = encodeFields(event, data, id);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  /**
+   * Ends the connection now (node: destroys the response; web: errors the
+   * body), releases what is queued (`bufferedAmount` becomes `0`) and fires
+   * `close` (`wasClean: false`) unless it already fired. Also ends a
+   * graceful `close()` that a stalled client holds up.
+   *
+   * @param reason Why; given to {@linkcode EventEndpoint.signal | signal}
+   * and, as text, to the `close` event's `reason`.
+   */
+  abort(reason?: unknown): void {
+    if (this.#state === "closed") return;
+    const text = reason === undefined
+      ? "aborted by the server"
+      : reason instanceof Error
+      ? reason.message
+      : String(reason);
+    this.#sink!.abort(reason instanceof Error ? reason : new Error(text));
+    this.#finish(false, text, reason);
+  }
+
+  // --- the core: queue, flush, drain ----------------------------------------
+
+  #sendText(text: string, id: string | undefined): Promise<boolean> {
     const dropped = this.#droppedCount;
-    const sent = this.#accept(encodedChunk(encoded), encoded.size);
-    if (id !== undefined && !this.#closed && this.#droppedCount === dropped) {
+    const sent = this.#accept(text, utf8Length(text));
+    if (
+      id !== undefined && this.#state === "open" &&
+      this.#droppedCount === dropped
+    ) {
       this.#lastEventId = id;
     }
     return sent;
   }
 
-  /** A write from the user: checks closed and the overflow policy. */
-  #accept(
-    chunk: string | Uint8Array,
-    size: number = typeof chunk === "string"
-      ? utf8Length(chunk)
-      : chunk.byteLength,
-  ): Promise<void> {
-    if (this.#closed) return closedRejection(this.#closeReason);
-    if (size === 0) return Promise.resolve();
-    // Under "wait" the caller waits on the promise: nothing to check (and on
-    // node reading `res.writableLength` per send costs).
-    if (this.#overflow !== "wait") {
-      const buffered = this.bufferedAmount;
-      if (buffered > 0 && buffered + size > this.#highWaterMark) {
-        if (this.#overflow === "drop") {
-          this.#droppedCount++;
-          return Promise.resolve();
-        }
-        const reason =
-          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`;
-        this.#fail(reason);
-        return closedRejection(reason);
+  /** A write from the user: refused when closed, else the overflow policy. */
+  #accept(chunk: string | Uint8Array, size: number): Promise<boolean> {
+    if (this.#state !== "open") return NOT_DELIVERED;
+    if (size === 0) return DELIVERED;
+    const buffered = this.bufferedAmount;
+    const within = buffered + size <= this.#highWaterMark;
+    if (!within && buffered > 0 && this.#overflow !== "wait") {
+      if (this.#overflow === "drop") {
+        this.#droppedCount++;
+      } else {
+        this.abort(
+          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`,
+        );
       }
+      return NOT_DELIVERED;
     }
-    // The writes of one tick go out as one chunk and settle together, so
-    // they share one promise: a send costs no allocation beyond its text.
-    const batch = this.#batch ??= newPending();
-    this.#write(chunk, size);
-    return batch.promise;
+    this.#enqueue(chunk, size);
+    return within ? DELIVERED : this.#waitForDrain().promise;
   }
 
-  /** Queues bytes (internal writes have no promise) and schedules delivery. */
-  #write(chunk: string | Uint8Array, size?: number): void {
+  #enqueue(chunk: string | Uint8Array, size: number): void {
     if (this.#parts.length === 0) this.#parts = [chunk];
     else (this.#parts as (string | Uint8Array)[]).push(chunk);
-    this.#partsSize += size ??
-      (typeof chunk === "string" ? utf8Length(chunk) : chunk.byteLength);
-    this.#scheduleFlush();
+    this.#partsSize += size;
+    this.#flushLater();
   }
 
-  #scheduleFlush(): void {
+  /** The writes of this tick go out together, as one chunk. */
+  #flushLater(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
     queueMicrotask(() => {
       this.#flushScheduled = false;
-      this.#deliver();
+      this.#flush();
     });
   }
 
-  /** Takes everything queued as one chunk; `#batch` still holds its promise. */
-  #take(): Uint8Array {
-    const bytes = encodeParts(this.#parts, this.#partsSize);
-    this.#parts = NO_PARTS;
-    this.#partsSize = 0;
-    if (this.#clock) this.#lastWriteTick = this.#clock.tick;
-    return bytes;
-  }
-
-  /** Hands over the promise of the writes just taken. */
-  #takeBatch(): Pending | null {
-    const batch = this.#batch;
-    this.#batch = null;
-    return batch;
-  }
-
-  #deliver(): void {
-    if (this.#finished) return;
-    if (this.#nodeResponse) this.#deliverNode(this.#nodeResponse);
-    else this.#deliverWeb();
-  }
-
-  #deliverWeb(): void {
-    const controller = this.#controller;
-    if (!controller || !this.#pulled) return;
+  /** Hands the queue to the sink if it takes it; ends it once closing is done. */
+  #flush(): void {
+    const sink = this.#sink;
+    if (this.#state === "closed" || sink === null || !sink.writable) return;
     if (this.#parts.length > 0) {
-      // The chunk waits in the body's queue, so the runtime's next read finds
-      // it at once (the first one goes out with the headers). It counts as
-      // buffered until the next pull, which means the runtime has read it.
-      const bytes = this.#take();
-      this.#pulled = false;
-      this.#ahead = this.#takeBatch();
-      this.#aheadSize = bytes.byteLength;
-      controller.enqueue(bytes);
-    } else if (this.#closed) {
-      this.#pulled = false;
-      controller.close();
-      this.#finish(true);
+      const bytes = joinParts(this.#parts, this.#partsSize);
+      this.#parts = NO_PARTS;
+      this.#partsSize = 0;
+      if (this.#clock) this.#lastWriteTick = this.#clock.tick;
+      sink.write(bytes);
+      this.#checkDrain();
+    }
+    if (
+      this.#state === "closing" && this.#parts.length === 0 && sink.writable
+    ) {
+      sink.end();
+    }
+  }
+
+  /** From the sink: the runtime took bytes. */
+  #taken(): void {
+    // Served, not just built: only now may a timer hold on to it.
+    this.#startHeartbeat();
+    this.#checkDrain();
+    if (!this.#flushScheduled) this.#flush();
+  }
+
+  #waitForDrain(): Pending<boolean> & { ready?: Promise<void> } {
+    return this.#drain ??= pending<boolean>();
+  }
+
+  #checkDrain(): void {
+    const drain = this.#drain;
+    if (drain !== null && this.bufferedAmount <= this.#highWaterMark) {
+      this.#drain = null;
+      drain.resolve(this.#state !== "closed");
     }
   }
 
   /**
-   * The body's queue is empty (the runtime read the chunk ahead) and has
-   * room. Nothing is returned: a pending promise per idle client would cost
-   * memory, and the stream pulls again only after the next chunk is read.
+   * The one way to `closed`: the stream ended (cleanly after `close()`) or
+   * was aborted. Releases everything and fires `close` once.
    */
-  #pull(): void {
-    this.#pulled = true;
-    if (this.#aheadSize > 0) {
-      this.#aheadSize = 0;
-      this.#ahead?.resolve();
-      this.#ahead = null;
-      // Served, not just built: only now may a timer hold on to it.
-      this.#startHeartbeat();
-    }
-    // Data already waiting goes now; new writes wait for the microtask so
-    // that writes of the same tick share a chunk.
-    if (!this.#flushScheduled) this.#deliverWeb();
+  #finish(clean: boolean, reason: string, abortReason?: unknown): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#parts = NO_PARTS;
+    this.#partsSize = 0;
+    this.#stopHeartbeat();
+    this.#sink?.detach();
+    this.#unwatch?.();
+    this.#unwatch = null;
+    const drain = this.#drain;
+    this.#drain = null;
+    drain?.resolve(clean);
+    this.#abortController?.abort(
+      abortReason ?? new DOMException(reason || "closed", "AbortError"),
+    );
+    super.dispatchEvent(closeEvent(clean, reason));
   }
 
-  #deliverNode(res: NodeResponseLike): void {
-    if (this.#waitingForDrain) return;
-    if (this.#parts.length > 0) {
-      const bytes = this.#take();
-      const batch = this.#takeBatch();
-      let accepted: boolean;
-      try {
-        accepted = res.write(bytes);
-      } catch (error) {
-        if (batch) rejectClosed(batch, error);
-        this.#fail("a write failed");
-        return;
-      }
-      if (accepted) batch?.resolve();
-      else {
-        // Nothing more is written until `drain`: one batch waits at most.
-        this.#drainPending = batch;
-        this.#waitingForDrain = true;
-      }
+  /**
+   * A web `Request` on node (e.g. Hono's node adapter) tells of a
+   * disconnect through its signal. Deno.serve and Bun.serve cancel the body
+   * instead, and reading the signal costs there.
+   */
+  #watch(request: Request): void {
+    if ("Deno" in globalThis || "Bun" in globalThis) return;
+    const signal = request.signal as AbortSignal | undefined;
+    if (!signal) return;
+    const onAbort = () => this.abort("the client disconnected");
+    if (signal.aborted) {
+      queueMicrotask(onAbort);
+      return;
     }
-    if (this.#closed && this.#parts.length === 0 && !this.#waitingForDrain) {
-      this.#ended = true;
-      res.end();
-    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.#unwatch = () => signal.removeEventListener("abort", onAbort);
   }
 
-  #onDrain(): void {
-    this.#waitingForDrain = false;
-    this.#drainPending?.resolve();
-    this.#drainPending = null;
-    this.#deliver();
-  }
-
-  #listen(
-    res: NodeResponseLike,
-    event: string,
-    listener: () => void,
-  ): void {
-    res.on(event, listener);
-    (this.#nodeListeners ??= []).push([event, listener]);
-  }
-
-  #nodeHeaders(
-    req: NodeRequestLike,
-    headers: Record<string, string>,
-  ): Record<string, string> {
-    const http2 = req.httpVersionMajor >= 2;
-    const record: Record<string, string> = {};
-    for (const name in headers) {
-      if (!http2 || !CONNECTION_SPECIFIC.has(name)) {
-        record[name] = headers[name]!;
-      }
-    }
-    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1) {
-      record["connection"] = "keep-alive";
-    }
-    return record;
-  }
+  // --- heartbeat: one shared timer per interval -------------------------------
 
   #startHeartbeat(): void {
-    if (this.#heartbeat === 0 || this.#clock || this.#closed) return;
+    if (this.#heartbeat === 0 || this.#clock || this.#state !== "open") return;
     const clock = EventEndpoint.#clocks.get(this.#heartbeat) ??
       EventEndpoint.#newClock(this.#heartbeat);
     clock.members.add(this);
@@ -1342,15 +1453,12 @@ export class EventEndpoint extends EventTarget {
     return clock;
   }
 
-  /**
-   * Writes a heartbeat when the last write was `HEARTBEAT_TICKS` ticks ago:
-   * the stream is never quiet for longer than the interval.
-   */
+  /** A comment when nothing was written for `HEARTBEAT_TICKS` ticks. */
   #beat(tick: number): void {
     if (
       tick - this.#lastWriteTick >= HEARTBEAT_TICKS && this.bufferedAmount === 0
     ) {
-      this.#write(":\n");
+      this.#enqueue(":\n", 2);
     }
   }
 
@@ -1363,62 +1471,5 @@ export class EventEndpoint extends EventTarget {
       clearInterval(clock.timer);
       EventEndpoint.#clocks.delete(this.#heartbeat);
     }
-  }
-
-  /**
-   * The stream ended abnormally: reject everything, tear down (erroring the
-   * body aborts the web response), fire close.
-   */
-  #fail(reason: string, errorBody = true): void {
-    if (this.#finished) return;
-    this.#closed = true;
-    this.#closeReason = reason;
-    const error = closedError(reason);
-    // Nothing queued, in the body's queue or waiting for `drain` was read.
-    for (const p of [this.#batch, this.#ahead, this.#drainPending]) {
-      if (p) rejectClosed(p, error);
-    }
-    this.#batch = this.#ahead = this.#drainPending = null;
-    this.#aheadSize = 0;
-    this.#parts = NO_PARTS;
-    this.#partsSize = 0;
-    this.#pulled = false;
-    if (errorBody) {
-      try {
-        this.#controller?.error(error);
-      } catch {
-        // Already cancelled by the runtime.
-      }
-    }
-    try {
-      this.#nodeResponse?.destroy();
-    } catch {
-      // Already gone.
-    }
-    this.#finish(false, reason);
-  }
-
-  #finish(wasClean: boolean, reason = ""): void {
-    if (this.#finished) return;
-    this.#finished = true;
-    this.#closed = true;
-    this.#stopHeartbeat();
-    if (this.#abortSignal && this.#onAbort) {
-      this.#abortSignal.removeEventListener("abort", this.#onAbort);
-    }
-    this.#abortSignal = null;
-    this.#onAbort = null;
-    const res = this.#nodeResponse;
-    if (res) {
-      // The `error` listener stays: an unhandled `error` would crash node.
-      for (const [event, listener] of this.#nodeListeners ?? []) {
-        if (event !== "error") res.off(event, listener);
-      }
-      this.#nodeListeners = null;
-      // Writes that node had buffered when the stream finished were taken.
-      this.#drainPending?.resolve();
-      this.#drainPending = null;
-    }
-    super.dispatchEvent(closeEvent(wasClean, reason));
   }
 }

@@ -77,14 +77,16 @@ export interface ServerKind {
 
 async function sendAll(
   endpoint: {
-    send(d: string, id?: string): Promise<void>;
-    sendEvent(e: string, d: string, id?: string): Promise<void>;
+    send(d: string, id?: string): Promise<unknown>;
+    sendEvent(e: string, d: string, id?: string): Promise<unknown>;
   },
   events: ScriptedEvent[],
 ): Promise<void> {
   for (const e of events) {
-    if (e.event === undefined) await endpoint.send(e.data, e.id);
-    else await endpoint.sendEvent(e.event, e.data, e.id);
+    const sent = e.event === undefined
+      ? await endpoint.send(e.data, e.id)
+      : await endpoint.sendEvent(e.event, e.data, e.id);
+    if (sent === false) return; // ssekit: the client left
   }
 }
 
