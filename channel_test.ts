@@ -10,6 +10,7 @@ import {
   EventChannel,
   type HistoryEntry,
   type HistoryStore,
+  LocalEventLog,
   MemoryHistoryStore,
 } from "./channel.ts";
 
@@ -128,7 +129,9 @@ function range(from: number, to: number): string[] {
 
 describe("EventChannel: publish", () => {
   test("encodes once and hands the same bytes to every member", async () => {
-    const channel = new EventChannel({ idPrefix: "p-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "p" }),
+    });
     const members = [new FakeMember(), new FakeMember(), new FakeMember()];
     for (const m of members) channel.join(m);
     assert.equal(channel.publish({ event: "price", data: "42" }), "p-1");
@@ -144,7 +147,9 @@ describe("EventChannel: publish", () => {
   });
 
   test("events published in one tick reach each member as one chunk, in order", async () => {
-    const channel = new EventChannel({ idPrefix: "p-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "p" }),
+    });
     const member = new FakeMember();
     channel.join(member);
     for (let i = 1; i <= 100; i++) channel.publish({ data: String(i) });
@@ -373,10 +378,7 @@ describe("EventChannel: resume", () => {
     await tick();
     const member = new FakeMember({ lastEventId: first });
     channel.join(member);
-    assert.equal(
-      member.text(),
-      encodeServerSentEvent({ event: "note", id: second, data: "é\n2" }),
-    );
+    assert.equal(member.text(), `id:${second}\nevent:note\ndata:é\ndata:2\n\n`);
   });
 
   test("an id the history no longer holds gets a reset event carrying the newest id", () => {
@@ -476,7 +478,9 @@ describe("EventChannel: slow members", () => {
   });
 
   test("a member that catches up gets its queued events in order", async () => {
-    const channel = new EventChannel({ idPrefix: "s-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "s" }),
+    });
     // Each event is 15 bytes ("id:s-1\ndata:1\n\n"): three fit in the
     // endpoint's 50, three more in the channel's queue, a seventh is too many.
     const slow = new FakeMember({ stalled: true, highWaterMark: 50 });
@@ -528,7 +532,9 @@ class NodeLike extends FakeMember {
 
 describe("EventChannel: flow control", () => {
   test("a member whose buffer drains without settling a write is polled, not spun on", async () => {
-    const channel = new EventChannel({ idPrefix: "n-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "n" }),
+    });
     const member = new NodeLike({ highWaterMark: 20 });
     channel.join(member);
     channel.publish({ data: "1" }); // 15 bytes: written
@@ -545,7 +551,9 @@ describe("EventChannel: flow control", () => {
   });
 
   test("a member that leaves while behind is never written to again", async () => {
-    const channel = new EventChannel({ idPrefix: "n-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "n" }),
+    });
     const member = new NodeLike({ highWaterMark: 20 });
     channel.join(member);
     channel.publish({ data: "1" });
@@ -798,7 +806,9 @@ async function until(
 
 describe("EventChannel over real connections", () => {
   test("1000 members receive 10 000 events in order", async () => {
-    const channel = new EventChannel({ idPrefix: "r-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "r" }),
+    });
     const served = await serveChannel(channel);
     const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
     // What every member must receive, byte for byte: the endpoint's opening
