@@ -991,3 +991,183 @@ describe("EventChannel over real connections", () => {
     });
   }
 });
+
+// ---------------------------------------------------------------------------
+// Defects of the single-process channel (issue 15), each reproduced first.
+
+describe("EventChannel: issue 15 defects", () => {
+  test("a topic member whose last event was evicted with only other topics' events after it resumes without a reset", async () => {
+    const channel = new EventChannel({
+      history: new MemoryHistoryStore({ maxCount: 3 }),
+    });
+    const rare = channel.publish({ data: "rare 1" }, { topic: "rare" });
+    const common: string[] = [];
+    for (let i = 1; i <= 5; i++) {
+      common.push(
+        channel.publish({ data: `common ${i}` }, { topic: "common" }),
+      );
+    }
+    await tick();
+    const member = new FakeMember({ lastEventId: rare });
+    channel.join(member, { topics: ["rare"] });
+    channel.publish({ data: "rare 2" }, { topic: "rare" });
+    await tick();
+    assert.deepEqual(member.events().map((e) => e.data), ["rare 2"]);
+    // The control: a "common" member at common 1 missed common 2 and 3
+    // (evicted), so it is reset.
+    const behind = new FakeMember({ lastEventId: common[0]! });
+    channel.join(behind, { topics: ["common"] });
+    assert.equal(behind.events()[0]!.event, "reset");
+  });
+
+  test("with a fixed idPrefix, an id from before a restart (fresh store) gets a reset, not a wrong resume", async () => {
+    const before = new EventChannel({ idPrefix: "doc-" });
+    const ids: string[] = [];
+    for (let i = 1; i <= 5; i++) ids.push(before.publish({ data: `old ${i}` }));
+    const restarted = new EventChannel({ idPrefix: "doc-" });
+    for (let i = 1; i <= 4; i++) restarted.publish({ data: `new ${i}` });
+    await tick();
+    const member = new FakeMember({ lastEventId: ids[2]! });
+    restarted.join(member);
+    const events = member.events();
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.event, "reset");
+  });
+
+  test("the channel's highWaterMark applies to EventEndpoint members", async () => {
+    const channel = new EventChannel({ highWaterMark: 4096 });
+    const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+      heartbeat: 0,
+    });
+    channel.join(endpoint); // nobody reads the response
+    const payload = "x".repeat(1000);
+    for (let i = 0; i < 20 && !endpoint.closed; i++) {
+      channel.publish({ data: payload });
+      await tick();
+    }
+    assert.equal(channel.stats().membersDropped, 1);
+    assert.equal(endpoint.closed, true);
+    assert.ok(endpoint.bufferedAmount <= 4096 + 1100);
+  });
+
+  test('"close" overflow ends a stalled member with its hard close (abort) when it has one', async () => {
+    class Abortable extends FakeMember {
+      aborted = 0;
+      closedByClose = 0;
+      abort(): void {
+        this.aborted++;
+        super.close();
+      }
+      override close(): void {
+        if (!this.closed) this.closedByClose++;
+        super.close();
+      }
+    }
+    const channel = new EventChannel();
+    const slow = new Abortable({ stalled: true, highWaterMark: 50 });
+    channel.join(slow);
+    for (let i = 0; i < 20 && !slow.closed; i++) {
+      channel.publish({ data: String(i) });
+      await tick();
+    }
+    assert.equal(slow.aborted, 1);
+    assert.equal(slow.closedByClose, 0);
+    assert.equal(channel.size, 0);
+  });
+
+  test("a member behind its own mark waits for its ready signal instead of being polled", async () => {
+    // Like the EventEndpoint contract: a write resolves as soon as it is
+    // queued; `ready` settles once the buffer is back under the mark.
+    class Ready extends EventTarget implements ChannelMember {
+      lastEventId = "";
+      closed = false;
+      highWaterMark = 100;
+      held = 0;
+      reads = 0;
+      text = "";
+      ready: Promise<void> = Promise.resolve();
+      #resolve = (): void => {};
+      get bufferedAmount(): number {
+        this.reads++;
+        return this.held;
+      }
+      write(bytes: Uint8Array): Promise<boolean> {
+        this.text += decoder.decode(bytes);
+        this.held += bytes.byteLength;
+        if (this.held > this.highWaterMark) {
+          this.ready = new Promise((resolve) => (this.#resolve = resolve));
+        }
+        return Promise.resolve(true);
+      }
+      drain(): void {
+        this.held = 0;
+        this.#resolve();
+      }
+      close(): void {
+        this.closed = true;
+        this.dispatchEvent(new Event("close"));
+      }
+    }
+    const channel = new EventChannel();
+    const member = new Ready();
+    channel.join(member);
+    channel.publish({ data: "1".repeat(150) }); // written: the buffer was empty
+    await tick();
+    channel.publish({ data: "2" }); // queued: the buffer is past the mark
+    await tick();
+    assert.equal(parse(member.text).length, 1);
+    const reads = member.reads;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.ok(
+      member.reads - reads <= 1,
+      `bufferedAmount read ${member.reads - reads} times while waiting`,
+    );
+    member.drain();
+    await tick();
+    assert.deepEqual(datas(parse(member.text)), ["1".repeat(150), "2"]);
+    member.close();
+  });
+
+  test("a stalled member on a rare topic holds copies of its events, not views into whole ticks", async () => {
+    const channel = new EventChannel({ highWaterMark: 1 << 20 });
+    const member = new FakeMember({ stalled: true });
+    channel.join(member, { topics: ["rare"] });
+    const big = "x".repeat(64 * 1024);
+    for (let i = 1; i <= 10; i++) {
+      channel.publish({ data: big }, { topic: "common" });
+      channel.publish({ data: `rare ${i}` }, { topic: "rare" });
+      channel.publish({ data: big }, { topic: "common" });
+      await tick();
+    }
+    const queued = channel.queuedBytes(member)!;
+    member.take();
+    await tick();
+    member.take();
+    const held = member.chunks.reduce((n, c) => n + c.buffer.byteLength, 0);
+    const counted = member.chunks.reduce((n, c) => n + c.byteLength, 0);
+    assert.deepEqual(
+      datas(member.events()),
+      range(1, 10).map((i) => `rare ${i}`),
+    );
+    assert.equal(queued, counted);
+    assert.equal(held, counted, "each chunk is just the member's bytes");
+  });
+
+  test("a member that is closed but has not fired close yet is never written to", async () => {
+    class Counting extends FakeMember {
+      writes = 0;
+      override write(bytes: Uint8Array): Promise<void> {
+        this.writes++;
+        return super.write(bytes);
+      }
+    }
+    const channel = new EventChannel();
+    const member = new Counting();
+    channel.join(member);
+    member.closed = true; // its close event has not fired yet
+    channel.publish({ data: "after close" });
+    await tick();
+    assert.equal(member.writes, 0);
+    assert.equal(channel.size, 0);
+  });
+});
