@@ -983,18 +983,18 @@ class Member {
  *   }
  * }
  *
- * const channel = new EventChannel({ idPrefix: "doc-" });
+ * const channel = new EventChannel();
  * const live = new Member();
  * channel.join(live);
  * const first = channel.publish({ data: "one" });
- * channel.publish({ data: "two" });
+ * const second = channel.publish({ data: "two" });
  * await Promise.resolve(); // events published in one tick are written together
- * assert.equal(live.text, "id:doc-1\ndata:one\n\nid:doc-2\ndata:two\n\n");
+ * assert.equal(live.text, `id:${first}\ndata:one\n\nid:${second}\ndata:two\n\n`);
  *
  * // A client that saw "one" reconnects: it gets "two" at once.
  * const resumed = new Member(first);
  * channel.join(resumed);
- * assert.equal(resumed.text, "id:doc-2\ndata:two\n\n");
+ * assert.equal(resumed.text, `id:${second}\ndata:two\n\n`);
  * assert.equal(channel.stats().members, 2);
  * ```
  */

@@ -135,7 +135,15 @@ async function checks(): Promise<RuntimeTally> {
     [DENO, ["fmt", "--check"]],
     [DENO, ["lint"]],
     [DENO, ["check", "."]],
-    [DENO, ["doc", "--lint", "mod.ts", "sse.ts", "client.ts", "channel.ts"]],
+    [DENO, [
+      "doc",
+      "--lint",
+      "mod.ts",
+      "sse.ts",
+      "client.ts",
+      "channel.ts",
+      "redis.ts",
+    ]],
     [DENO, ["publish", "--dry-run", "--allow-dirty"]],
     // What npm users get: compiled JS and .d.ts, importable by package name.
     [bin("tsc"), ["-p", "tools/tsconfig.npm.json"]],
@@ -171,6 +179,7 @@ async function deno(files: string[]): Promise<RuntimeTally> {
     "sse.ts",
     "client.ts",
     "channel.ts",
+    "redis.ts",
   ]);
   add(tally, denoCounts(code, output));
   if (existsSync(join(root, CONFORMANCE))) {
