@@ -61,7 +61,8 @@ const runtime = globalThis as { Bun?: unknown; Deno?: unknown };
 async function adapters(): Promise<Adapter[]> {
   const list: Adapter[] = [];
   if (runtime.Bun) {
-    const { RedisClient } = await import("bun") as unknown as {
+    // Bun's built-in client (also `import { RedisClient } from "bun"`).
+    const { RedisClient } = runtime.Bun as {
       RedisClient: new (url: string, options: object) => {
         connect(): Promise<void>;
         send(name: string, args: string[]): Promise<unknown>;
