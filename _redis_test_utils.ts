@@ -39,14 +39,37 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Where the RESP value at `at` ends, or -1 when it is incomplete. */
+function respEnd(text: string, at: number): number {
+  const line = text.indexOf("\r\n", at);
+  if (line < 0) return -1;
+  const type = text[at];
+  const n = Number(text.slice(at + 1, line));
+  let end = line + 2;
+  if (type === "$" || type === "=" || type === "!") {
+    if (n < 0) return end;
+    end += n + 2;
+    return end <= text.length ? end : -1;
+  }
+  if (type === "*" || type === ">" || type === "~" || type === "%") {
+    const count = type === "%" ? 2 * n : n;
+    for (let i = 0; i < count; i++) {
+      end = respEnd(text, end);
+      if (end < 0) return -1;
+    }
+    return end;
+  }
+  return end; // +, -, :, _ and the like: one line
+}
+
 function raw(port: number, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1");
     let reply = "";
     socket.on("error", reject);
     socket.on("data", (chunk) => {
-      reply += chunk.toString();
-      if (reply.endsWith("\r\n")) {
+      reply += chunk.toString("latin1");
+      if (respEnd(reply, 0) === reply.length) {
         socket.destroy();
         resolve(reply);
       }
