@@ -56,6 +56,12 @@
  * await server.shutdown();
  * ```
  *
+ * The channel delivers what its {@linkcode EventLog} hands it. The default
+ * {@linkcode LocalEventLog} keeps one process's events in a
+ * {@linkcode HistoryStore}; `RedisStreamLog` from `ssekit/redis` shares one
+ * channel between server instances on a Redis stream, so a client resumes
+ * exactly on whichever instance its reconnect lands.
+ *
  * In the browser, a plain `EventSource` resumes by itself:
  *
  * ```js ignore
@@ -767,7 +773,10 @@ export interface PublishOptions {
 export interface ChannelStats {
   /** Members right now. */
   members: number;
-  /** Events published since the channel was created. */
+  /**
+   * Events the channel received from its log since it was created: those
+   * published here, and with a shared log those published elsewhere too.
+   */
   eventsPublished: number;
   /** Members closed by the `"close"` overflow policy. */
   membersDropped: number;

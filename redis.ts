@@ -152,24 +152,27 @@ return id`;
 
 /**
  * An event log on one Redis stream, for `new EventChannel({ log })`. Open
- * one per channel and instance with {@linkcode RedisStreamLog.open}.
+ * one per channel and instance with {@linkcode RedisStreamLog.open}, from
+ * the client you have and a one-line adapter (see the module docs); entries
+ * are `XADD`ed with fields `d` (the encoded event) and `t` (its topic).
  *
- * @example A channel on Redis, with node-redis
- * ```ts ignore
- * import { createClient } from "redis";
- * import { EventChannel } from "ssekit/channel";
- * import { RedisStreamLog } from "ssekit/redis";
+ * @example Adapters, and what opening checks
+ * ```ts
+ * import { type RedisCommand, RedisStreamLog } from "@ssekit/sse/redis";
+ * import assert from "node:assert/strict";
  *
- * const client = await createClient({ disableOfflineQueue: true }).connect();
- * const reader = await client.duplicate().connect();
- * const channel = new EventChannel({
- *   log: await RedisStreamLog.open({
- *     key: "news",
- *     command: (args) => client.sendCommand(args),
- *     reader: (args) => reader.sendCommand(args),
- *   }),
- * });
- * const id: string = await channel.publish({ data: "hello" });
+ * // node-redis: (args) => client.sendCommand(args)
+ * // ioredis:    ([name, ...args]) => client.call(name!, ...args)
+ * // Bun:        ([name, ...args]) => client.send(name!, args)
+ * const down: RedisCommand = () => Promise.reject(new Error("ECONNREFUSED"));
+ * await assert.rejects(
+ *   RedisStreamLog.open({ key: "news", command: down, reader: down }),
+ *   /ECONNREFUSED/,
+ * );
+ * await assert.rejects(
+ *   RedisStreamLog.open({ key: "", command: down, reader: down }),
+ *   /key is "", expected a non-empty string/,
+ * );
  * ```
  */
 export class RedisStreamLog {
