@@ -185,8 +185,32 @@ async function main(): Promise<number> {
     });
     const tabs = [await context.newPage(), await context.newPage()];
     const pageErrors: string[] = [];
+    // Console errors and failed requests while the server is up (a missing
+    // /favicon.ico shows as both); the restart below is meant to cause some.
+    const loadErrors: string[] = [];
+    let serverUp = true;
     for (const tab of tabs) {
       tab.on("pageerror", (error) => pageErrors.push(error.message));
+      tab.on("console", (message) => {
+        if (serverUp && message.type() === "error") {
+          loadErrors.push(`console: ${message.text()}`);
+        }
+      });
+      tab.on("response", (response) => {
+        if (serverUp && response.status() >= 400) {
+          loadErrors.push(`${response.status()} ${response.url()}`);
+        }
+      });
+      // Tab one's first stream opens 700 ms after its snapshot, so at least
+      // one tick (every 500 ms) is published in between: on a first load it
+      // is new to the page, not a replay on resume. (Tab two loads without
+      // interception, as a browser does: routing can change what it fetches.)
+      if (tab === tabs[0]) {
+        await tab.route("**/events*", async (route) => {
+          await new Promise((resolve) => setTimeout(resolve, 700));
+          await route.continue();
+        }, { times: 1 });
+      }
       await tab.goto(url);
     }
     const [one, two] = tabs as [Page, Page];
@@ -194,6 +218,22 @@ async function main(): Promise<number> {
       await waitFor(tab, (d) => d.state === "OPEN" && d.received >= 2);
     }
     check("both tabs open and receiving ticks", true);
+    // A fresh load starts from a snapshot: nothing it shows is a resume.
+    for (const [i, tab] of tabs.entries()) {
+      const demo = await state(tab);
+      const shown = await tab.$$eval(
+        ["#replayed", "#reconnects"].join(","),
+        (nodes) => nodes.map((node) => node.textContent),
+      );
+      check(
+        `${
+          i === 0 ? "tab one" : "tab two"
+        }: a fresh load shows replayed 0, reconnects 0`,
+        demo.replayed === 0 && demo.reconnects === 0 &&
+          shown.join(",") === "0,0",
+        `replayed ${demo.replayed}, reconnects ${demo.reconnects}, shown ${shown}`,
+      );
+    }
 
     // Chat: sent from tab one, shown in both under the same id.
     const hello = `hello from tab one ${Date.now()}`;
@@ -215,6 +255,15 @@ async function main(): Promise<number> {
 
     // Kill the server hard; both tabs notice and start reconnecting.
     const before = await Promise.all(tabs.map(state));
+    check(
+      "no console error or failed request while the server is up",
+      loadErrors.length === 0,
+      loadErrors.join("; "),
+    );
+    const favicon = await fetch(`${url}favicon.ico`);
+    await favicon.body?.cancel();
+    check("GET /favicon.ico answers", favicon.ok, `${favicon.status}`);
+    serverUp = false;
     await kill(server);
     for (const tab of tabs) await waitFor(tab, (d) => d.state !== "OPEN");
     check("both tabs notice the server is gone", true);

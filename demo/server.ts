@@ -139,11 +139,15 @@ const STATIC: Record<string, string> = {
   "/index.html": "index.html",
   "/app.js": "app.js",
   "/style.css": "style.css",
+  // index.html names /favicon.svg; a browser that asks anyway gets the same.
+  "/favicon.svg": "favicon.svg",
+  "/favicon.ico": "favicon.svg",
 };
 const TYPES: Record<string, string> = {
   html: "text/html; charset=utf-8",
   js: "text/javascript; charset=utf-8",
   css: "text/css; charset=utf-8",
+  svg: "image/svg+xml",
 };
 
 function json(value: unknown, status = 200): Response {

@@ -3,6 +3,7 @@
 // first gets exactly the events it missed, then the live ones.
 // Run: node examples/broadcast.ts, then open http://localhost:8000 in two tabs
 import { createServer } from "node:http";
+import process from "node:process";
 import { EventChannel, EventEndpoint, MemoryHistoryStore } from "ssekit";
 
 // Keep the last 1000 events, none older than five minutes.
@@ -23,5 +24,5 @@ if (import.meta.main) {
       data: JSON.stringify({ eur: Math.random() }),
     });
   }, 1000);
-  server.listen(8000);
+  server.listen(Number(process.env.PORT ?? 8000));
 }

@@ -1,13 +1,11 @@
-// Bun.serve: run with `bun examples/bun_serve.ts` (Bun serves the default
-// export), then open http://localhost:8000
-//
-// Bun closes a connection that is idle for 10 s (`idleTimeout`), and a quiet
-// event stream counts as idle. EventEndpoint writes a heartbeat comment after
-// 5 s without other writes (the `heartbeat` option), which keeps it open.
+// Bun.serve serves the default export. Bun closes a connection idle for 10 s,
+// and a quiet stream is idle: the heartbeat (a comment after 5 s) keeps it.
+// Run: bun examples/bun_serve.ts, then open http://localhost:8000
+import process from "node:process";
 import { EventEndpoint } from "ssekit";
 
 export default {
-  port: 8000,
+  port: Number(process.env.PORT ?? 8000),
   fetch(request: Request): Response {
     const endpoint = new EventEndpoint(request, { heartbeat: 5000 });
     endpoint.send("connected");

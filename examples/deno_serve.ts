@@ -13,4 +13,6 @@ export function handler(request: Request): Response {
   return endpoint.response!;
 }
 
-if (import.meta.main) Deno.serve({ port: 8000 }, handler);
+if (import.meta.main) {
+  Deno.serve({ port: Number(Deno.env.get("PORT") ?? 8000) }, handler);
+}

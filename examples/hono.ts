@@ -1,7 +1,7 @@
 // Hono: EventEndpoint works with any framework built on web Request/Response.
-// Run: deno run -A examples/hono.ts
+// Run: deno run -A examples/hono.ts, then open http://localhost:8000/events
 import { Hono } from "hono";
-import { EventEndpoint } from "ssekit";
+import { EventEndpoint } from "@ssekit/sse";
 
 export const app = new Hono();
 
@@ -13,4 +13,6 @@ app.get("/events", (c) => {
   return endpoint.response!;
 });
 
-if (import.meta.main) Deno.serve({ port: 8000 }, app.fetch);
+if (import.meta.main) {
+  Deno.serve({ port: Number(Deno.env.get("PORT") ?? 8000) }, app.fetch);
+}

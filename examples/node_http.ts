@@ -2,6 +2,7 @@
 // client's Last-Event-ID after a reconnect, then a final close.
 // Run: node examples/node_http.ts, then open http://localhost:8000/events
 import { createServer } from "node:http";
+import process from "node:process";
 import { EventEndpoint } from "ssekit";
 
 export const server = createServer((req, res) => {
@@ -21,4 +22,4 @@ export const server = createServer((req, res) => {
   endpoint.addEventListener("close", () => clearInterval(timer));
 });
 
-if (import.meta.main) server.listen(8000);
+if (import.meta.main) server.listen(Number(process.env.PORT ?? 8000));

@@ -1,8 +1,9 @@
 /**
  * The browser row of the interop matrix: ssekit's `EventEndpoint` on
  * `node:http` → headless Chromium's `EventSource`, driven by playwright-core.
- * Writes `results/browser.json`, re-renders `RESULTS.md`, prints the cells,
- * and exits non-zero if a check failed.
+ * Writes `results/browser.json` and re-renders `RESULTS.md` when its findings
+ * differ from the recorded ones (never for a version alone), prints the
+ * cells, and exits non-zero if a check failed.
  *
  * Needs Chromium (Debian: `apt-get install -y chromium`); set `CHROMIUM` to
  * use another executable than `/usr/bin/chromium`.
@@ -66,7 +67,14 @@ async function main(): Promise<number> {
   } finally {
     await server.close();
   }
-  await writeResults("browser", results);
+  // A browser version alone (e.g. Debian's next Chromium patch) rewrites
+  // nothing: only different findings do.
+  const written = await writeResults("browser", results);
+  console.log(
+    written === "written"
+      ? "interop browser: results/browser.json and RESULTS.md rewritten"
+      : `interop browser: same findings as recorded (${results.host}); nothing rewritten`,
+  );
   for (const row of results.rows) {
     console.log(`${row.server} → ${row.client}`);
     for (const [check, cell] of Object.entries(row.cells)) {

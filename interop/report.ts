@@ -2,7 +2,8 @@
  * Writes the interop results: `interop/results/<name>.json` per run, and
  * `interop/RESULTS.md` rendered from every results file. Never edit either by
  * hand; `interop_test.ts` (in `npm test`, once per runtime) and `browser.ts`
- * rewrite them on every run.
+ * rewrite them when a run finds something else than the recorded run (not
+ * when only a version differs).
  *
  * Usage (renders RESULTS.md from the JSON files present):
  * `node_modules/.bin/node interop/report.ts`
@@ -39,17 +40,38 @@ const RESULTS_MD = fileURLToPath(new URL("./RESULTS.md", import.meta.url));
 /** Section order: the test runs on each runtime, then the browser run. */
 const ORDER = ["on-node", "on-deno", "on-bun", "browser"];
 
-/** Writes `results/<name>.json` and re-renders RESULTS.md. */
+/**
+ * Whether two runs found the same: the same pairs with the same cells. The
+ * labels (runtime and browser versions) are left out, so a browser that is
+ * another patch version than the recorded one changes nothing.
+ */
+export function sameFindings(a: Results, b: Results): boolean {
+  const findings = (results: Results) =>
+    JSON.stringify(results.rows.map((row) => [row.pair, row.cells]));
+  return findings(a) === findings(b);
+}
+
+/**
+ * Writes `results/<name>.json` and re-renders RESULTS.md, unless the recorded
+ * results found the same (see {@linkcode sameFindings}): then nothing is
+ * written, and the result says so.
+ */
 export async function writeResults(
   name: string,
   results: Results,
-): Promise<void> {
+): Promise<"written" | "unchanged"> {
+  const recorded = await readFile(`${RESULTS_DIR}${name}.json`, "utf8").then(
+    (text) => JSON.parse(text) as Results,
+    () => undefined,
+  );
+  if (recorded && sameFindings(recorded, results)) return "unchanged";
   await mkdir(RESULTS_DIR, { recursive: true });
   await writeFile(
     `${RESULTS_DIR}${name}.json`,
     JSON.stringify(results, null, 2) + "\n",
   );
   await renderResults();
+  return "written";
 }
 
 /** Every pair's failed cells, as `server → client: check: detail` lines. */

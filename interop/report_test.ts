@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { failures, render, type Results } from "./report.ts";
+import { failures, render, type Results, sameFindings } from "./report.ts";
 import { CHECKS } from "./scenario.ts";
 
 const pass = Object.fromEntries(
@@ -44,4 +44,32 @@ test("render: a row per pair, a column per check, notes for fail and n/a", () =>
 
 test("failures: one line per failed cell, n/a is not a failure", () => {
   assert.deepEqual(failures(results), ["c → d: retry: expected 1, got 2"]);
+});
+
+test("sameFindings: another browser or runtime version finds the same; another cell does not", () => {
+  const recorded: Results = {
+    host: "Node 24.21.0 + Chromium 156.0.8078.79",
+    rows: [{
+      pair: "x → Chromium EventSource",
+      server: "x",
+      client: "Chromium 156.0.8078.79 EventSource",
+      cells: pass,
+    }],
+  };
+  const patched: Results = {
+    host: "Node 24.21.0 + Chromium 156.0.8078.114",
+    rows: [{
+      ...recorded.rows[0]!,
+      client: "Chromium 156.0.8078.114 EventSource",
+    }],
+  };
+  assert.equal(sameFindings(recorded, patched), true);
+  const failing: Results = {
+    ...patched,
+    rows: [{
+      ...patched.rows[0]!,
+      cells: { ...pass, retry: { result: "fail", detail: "x" } },
+    }],
+  };
+  assert.equal(sameFindings(recorded, failing), false);
 });

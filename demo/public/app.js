@@ -82,7 +82,9 @@ function receive(event, handle) {
     demo.lastEventId = event.lastEventId;
   }
   const data = JSON.parse(event.data);
-  const replayed = data.t < openedAt;
+  // Only a reconnect resumes: on the first open the page starts from its
+  // snapshot, and events published since then are new to it, not replays.
+  const replayed = demo.opens > 1 && data.t < openedAt;
   if (replayed) demo.replayed++;
   addWireFrame(event, replayed);
   handle(data, event.lastEventId);
