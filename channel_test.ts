@@ -707,14 +707,26 @@ const runtimes = globalThis as { Deno?: DenoServe; Bun?: BunServe };
 
 interface Served {
   origin: string;
+  /** Every endpoint served, with whether its `close` event fired. */
+  endpoints: { endpoint: EventEndpoint; closeFired: boolean }[];
+  /** On node:http, the server side's sockets, in request order. */
+  sockets: { destroyed: boolean }[];
   close(): Promise<void>;
 }
 
 /** Serves `channel`: every request becomes an endpoint that joins it. */
 async function serveChannel(channel: EventChannel): Promise<Served> {
   const options = { heartbeat: 0 };
+  const endpoints: Served["endpoints"] = [];
+  const sockets: Served["sockets"] = [];
+  const served = (endpoint: EventEndpoint): EventEndpoint => {
+    const entry = { endpoint, closeFired: false };
+    endpoint.addEventListener("close", () => (entry.closeFired = true));
+    endpoints.push(entry);
+    return endpoint;
+  };
   const web = (request: Request): Response => {
-    const endpoint = new EventEndpoint(request, options);
+    const endpoint = served(new EventEndpoint(request, options));
     channel.join(endpoint);
     return endpoint.response!;
   };
@@ -725,6 +737,8 @@ async function serveChannel(channel: EventChannel): Promise<Served> {
     );
     return {
       origin: `http://127.0.0.1:${server.addr.port}`,
+      endpoints,
+      sockets,
       close: () => server.shutdown(),
     };
   }
@@ -737,16 +751,21 @@ async function serveChannel(channel: EventChannel): Promise<Served> {
     });
     return {
       origin: `http://127.0.0.1:${server.port}`,
+      endpoints,
+      sockets,
       close: async () => {
         await server.stop(true);
       },
     };
   }
   const server = http.createServer((req, res) => {
-    channel.join(new EventEndpoint(req, res, options));
+    sockets.push(req.socket);
+    channel.join(served(new EventEndpoint(req, res, options)));
   });
   return {
     origin: await listenOnLoopback(server),
+    endpoints,
+    sockets,
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -760,6 +779,8 @@ class RawStream {
   response: http.IncomingMessage | undefined;
   received = 0;
   ended = false;
+  /** The connection closed (ended, or cut by the server). */
+  closed = false;
   #onChunk: (chunk: Buffer) => void;
 
   constructor(
@@ -773,9 +794,11 @@ class RawStream {
       this.response = response;
       response.on("end", () => (this.ended = true));
       response.on("error", () => {});
+      response.on("close", () => (this.closed = true));
       if (!paused) this.resume();
     });
     this.request.on("error", () => {});
+    this.request.on("close", () => (this.closed = true));
   }
 
   resume(): void {
@@ -949,13 +972,44 @@ describe("EventChannel over real connections", () => {
         const stats = channel.stats();
         assert.equal(stats.members, overflow === "close" ? 3 : 4);
         assert.ok(readers.every((r) => !r.ended));
+        const hardClose = typeof (EventEndpoint.prototype as {
+          abort?: unknown;
+        }).abort === "function";
+        if (overflow === "close" && hardClose) {
+          // The endpoint's hard close, while its client still reads nothing:
+          // closed, `close` fired, nothing buffered, and on node:http the
+          // server's socket destroyed. (The client itself sees the end only
+          // once it reads: TCP delivers the FIN after the data in flight.)
+          const dropped = served.endpoints.filter((e) => e.endpoint.closed);
+          assert.equal(dropped.length, 1);
+          const [{ endpoint }] = dropped as [(typeof dropped)[0]];
+          await until(
+            () => dropped[0]!.closeFired,
+            "the dropped endpoint's close event",
+            10,
+          );
+          assert.equal(endpoint.bufferedAmount, 0);
+          if (served.sockets.length > 0) {
+            const index = served.endpoints.indexOf(dropped[0]!);
+            await until(
+              () => served.sockets[index]!.destroyed,
+              "the dropped client's socket to be destroyed",
+              10,
+            );
+          }
+        }
         // The stalled client reads again.
         const last = channel.publish({ event: "end", data: "" });
         stalled.resume();
         if (overflow === "close") {
-          await until(() => stalled.ended, "the dropped stream to end");
-          const events = parse(stalledText.join(""));
-          assert.ok(events.length > 0);
+          await until(
+            () => hardClose ? stalled.closed : stalled.ended,
+            "the dropped stream to end",
+          );
+          // What it got before the cut: whole payload events only.
+          const text = stalledText.join("");
+          const events = parse(text.slice(0, text.lastIndexOf("\n\n") + 2));
+          assert.ok(hardClose || events.length > 0);
           assert.ok(events.every((e) => e.data === payload));
         } else {
           await until(
