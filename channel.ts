@@ -56,6 +56,12 @@
  * await server.shutdown();
  * ```
  *
+ * The channel delivers what its {@linkcode EventLog} hands it. The default
+ * {@linkcode LocalEventLog} keeps one process's events in a
+ * {@linkcode HistoryStore}; `RedisStreamLog` from `ssekit/redis` shares one
+ * channel between server instances on a Redis stream, so a client resumes
+ * exactly on whichever instance its reconnect lands.
+ *
  * In the browser, a plain `EventSource` resumes by itself:
  *
  * ```js ignore
@@ -104,16 +110,26 @@ export type EventId = string;
 export interface ChannelMember extends EventTarget {
   /** The `Last-Event-ID` the client sent, or `""`. */
   readonly lastEventId: string;
-  /** Whether the member is closed; a closed member is never written to. */
+  /**
+   * Whether the member is closed; a closed member is never written to, even
+   * before its `close` event fires.
+   */
   readonly closed: boolean;
   /** Bytes written and not yet taken by the client. */
   readonly bufferedAmount: number;
   /** The member's own high-water mark in bytes, if it has one. */
   readonly highWaterMark?: number;
   /**
+   * Settles once `bufferedAmount` is at most the member's `highWaterMark`
+   * (like `WritableStreamDefaultWriter.ready`). A member that is behind is
+   * written to again then; without it, the channel checks again after each
+   * of its writes settles, or every few milliseconds.
+   */
+  readonly ready?: Promise<unknown>;
+  /**
    * Queues already-encoded event-stream bytes. The returned promise settles
-   * when there is room again or the member failed (its value is not used);
-   * a member that is behind is written to again then.
+   * when the member accepted them (or failed); a member that is behind is
+   * written to again then.
    */
   write(encoded: Uint8Array): Promise<unknown>;
   /**
@@ -122,9 +138,10 @@ export interface ChannelMember extends EventTarget {
    */
   close(): void;
   /**
-   * Ends the member's connection now, even when its client does not read
-   * ({@linkcode EventEndpoint.abort}); the `"close"` overflow policy uses it
-   * when present, else `close()`.
+   * Ends the connection at once, dropping what is buffered (a hard close);
+   * it dispatches `close` too. The `"close"` overflow policy uses it when
+   * present, so a stalled client is disconnected now instead of after it
+   * drains; without it, `close()`.
    */
   abort?(reason?: unknown): void;
 }
@@ -180,9 +197,15 @@ export interface HistoryStore {
    * Every held event published after the event `id`, oldest first: `[]`
    * when `id` is the newest event, and `null` when `id` is unknown or older
    * than the history, i.e. events after it may be missing.
+   *
+   * `topics` are the reader's topics (`null`: every topic). A store may use
+   * them to tell that the events it evicted after `id` were all of other
+   * topics, so the reader missed nothing; it may also ignore them (the
+   * channel filters what it returns).
    */
   readAfter(
     id: EventId,
+    topics?: ReadonlySet<string> | null,
   ): readonly HistoryEntry[] | null | Promise<readonly HistoryEntry[] | null>;
   /** What the store holds right now. */
   bounds(): HistoryBounds;
@@ -244,6 +267,16 @@ export class MemoryHistoryStore implements HistoryStore {
   #count = 0;
   // A client whose last event was evicted most recently still missed nothing.
   #lastEvictedId: EventId | undefined;
+  // Per topic (`undefined`: no topic), the position of its newest evicted
+  // event, so a reader of some topics whose last event was evicted can tell
+  // whether anything of its topics was evicted after it. Bounded: the topic
+  // evicted longest ago is forgotten first, and a forgotten topic counts as
+  // evicted at `#forgottenAt` (a reset, never a silent gap).
+  #evictedTopics = new Map<string | undefined, number>();
+  // The position of each topic's newest evicted event, by id.
+  #evictedIds = new Map<EventId, number>();
+  #evictedIdOf = new Map<string | undefined, EventId>();
+  #forgottenAt = -1;
 
   /** Creates an empty store. */
   constructor(options: MemoryHistoryStoreOptions = {}) {
@@ -267,7 +300,7 @@ export class MemoryHistoryStore implements HistoryStore {
   append(entry: HistoryEntry): void {
     this.#evictExpired();
     if (this.#maxCount === 0) {
-      this.#lastEvictedId = entry.id;
+      this.#evicted(entry, this.#appended++);
       return;
     }
     if (this.#count === this.#maxCount) this.#evictOldest();
@@ -278,8 +311,14 @@ export class MemoryHistoryStore implements HistoryStore {
     this.#count++;
   }
 
-  /** The held events after `id`, or `null` when `id` is unknown or evicted. */
-  readAfter(id: EventId): HistoryEntry[] | null {
+  /**
+   * The held events after `id`, or `null` when `id` is unknown, or evicted
+   * along with later events of `topics` (by default: of any topic).
+   */
+  readAfter(
+    id: EventId,
+    topics: ReadonlySet<string> | null = null,
+  ): HistoryEntry[] | null {
     this.#evictExpired();
     const oldest = this.#appended - this.#count;
     // A scan from the newest end: resumes are usually recent, and no index
@@ -292,7 +331,7 @@ export class MemoryHistoryStore implements HistoryStore {
       }
     }
     if (from < 0) {
-      if (id !== this.#lastEvictedId) return null;
+      if (!this.#missedNothingEvicted(id, topics)) return null;
       from = oldest;
     }
     const entries: HistoryEntry[] = new Array(this.#appended - from);
@@ -318,8 +357,44 @@ export class MemoryHistoryStore implements HistoryStore {
     const slot = (this.#appended - this.#count) % this.#maxCount;
     const entry = this.#entries[slot]!;
     this.#entries[slot] = undefined;
-    this.#lastEvictedId = entry.id;
+    this.#evicted(entry, this.#appended - this.#count);
     this.#count--;
+  }
+
+  #evicted(entry: HistoryEntry, position: number): void {
+    this.#lastEvictedId = entry.id;
+    const topic = entry.topic;
+    const topics = this.#evictedTopics;
+    const previous = this.#evictedIdOf.get(topic);
+    if (previous !== undefined) this.#evictedIds.delete(previous);
+    topics.delete(topic); // re-inserted last: the map is oldest first
+    topics.set(topic, position);
+    this.#evictedIdOf.set(topic, entry.id);
+    this.#evictedIds.set(entry.id, position);
+    if (topics.size > MAX_EVICTED_TOPICS) {
+      const [forgotten, at] = topics.entries().next().value!;
+      topics.delete(forgotten);
+      this.#evictedIds.delete(this.#evictedIdOf.get(forgotten)!);
+      this.#evictedIdOf.delete(forgotten);
+      if (at > this.#forgottenAt) this.#forgottenAt = at;
+    }
+  }
+
+  /** Whether a reader whose last event `id` was evicted missed nothing. */
+  #missedNothingEvicted(
+    id: EventId,
+    topics: ReadonlySet<string> | null,
+  ): boolean {
+    if (id === this.#lastEvictedId) return true;
+    if (topics === null) return false;
+    const at = this.#evictedIds.get(id);
+    if (at === undefined) return false;
+    const evicted = this.#evictedTopics;
+    const newest = (topic: string | undefined): number =>
+      evicted.get(topic) ?? this.#forgottenAt;
+    if (newest(undefined) > at) return false;
+    for (const topic of topics) if (newest(topic) > at) return false;
+    return true;
   }
 
   #evictExpired(): void {
@@ -334,17 +409,277 @@ export class MemoryHistoryStore implements HistoryStore {
   }
 }
 
-/** What a channel does with a member whose backlog passed its high-water mark. */
-export type ChannelOverflowPolicy = "close" | "drop-oldest";
+/** One event as an {@linkcode EventLog} delivers it. */
+export interface LogEntry {
+  /** Its id: unique in the log, across restarts too. */
+  readonly id: EventId;
+  /** The topic it was published under, if any. */
+  readonly topic: string | undefined;
+  /** The encoded event, its `id:` line included. */
+  readonly text: string;
+}
 
-/** Options for {@linkcode EventChannel}. */
-export interface EventChannelOptions {
+/** What an {@linkcode EventLog} tells the channel that follows it. */
+export interface LogSink {
+  /** An event, in log order, each exactly once. */
+  event(id: EventId, topic: string | undefined, text: string): void;
   /**
-   * Where published events are kept for clients that reconnect.
+   * Events may have been lost (the log was emptied, or could not be read
+   * from where the channel was): every member gets the `reset` event with
+   * id `id`, then the events after `id`.
+   */
+  reset(id: EventId): void;
+}
+
+/**
+ * The answer to {@linkcode EventLog.read}: `"entries"` with the events
+ * after the id (possibly none); `"ahead"` when the id is a real event the
+ * channel has not received yet (the client came from a faster instance: the
+ * channel skips live events up to it); `"reset"` when events after the id
+ * may be missing, or the id is malformed, foreign, or too far back.
+ */
+export type LogRead =
+  | { readonly kind: "entries"; readonly entries: readonly LogEntry[] }
+  | { readonly kind: "ahead" }
+  | { readonly kind: "reset" };
+
+/** Options for {@linkcode EventLog.read}. */
+export interface LogReadOptions {
+  /** The reader's topics; `null` for every topic. */
+  readonly topics: ReadonlySet<string> | null;
+  /** Read `"reset"` rather than more than this many events. */
+  readonly limit: number;
+}
+
+/**
+ * The engine behind an {@linkcode EventChannel}: an ordered log the channel
+ * appends to, follows, and reads ranges from. {@linkcode LocalEventLog} (in
+ * memory, or any {@linkcode HistoryStore}) is the default; `ssekit/redis`
+ * has one on Redis Streams, shared by several server instances.
+ *
+ * `Appended` is what `append` (and so `EventChannel.publish`) returns: the
+ * id, or a promise of it for a log on another machine.
+ *
+ * @example A log that forwards to a local one and counts appends
+ * ```ts
+ * import { EventChannel, LocalEventLog, type EventLog } from "@ssekit/sse/channel";
+ * import assert from "node:assert/strict";
+ *
+ * const local = new LocalEventLog();
+ * let appended = 0;
+ * const log: EventLog<string> = {
+ *   append: (text, topic) => (appended++, local.append(text, topic)),
+ *   follow: (sink) => local.follow(sink),
+ *   read: (after, upTo, options) => local.read(after, upTo, options),
+ * };
+ * const channel = new EventChannel({ log });
+ * channel.publish({ data: "x" });
+ * assert.equal(appended, 1);
+ * ```
+ */
+export interface EventLog<Appended extends EventId | Promise<EventId>> {
+  /**
+   * Appends an encoded event (without its `id:` line) under `topic`. The
+   * channel delivers it when the log hands it to the sink, never before.
+   * `key`, when given, makes the append idempotent: a second append with
+   * the same key returns the first one's id and appends nothing.
+   */
+  append(text: string, topic: string | undefined, key?: string): Appended;
+  /**
+   * Starts handing every event appended from now on (by anyone) to `sink`,
+   * in log order. Returns the id of the newest event before them (`""` when
+   * there is none), and a function that stops.
+   */
+  follow(sink: LogSink): { position: EventId; stop(): void };
+  /**
+   * The events after `after`, up to and including `upTo` (the newest event
+   * the channel has received, `""` for none), filtered by topic or not.
+   * Rejects when the log cannot be read now (the channel then closes the
+   * member's connection so the client retries): never a false `"reset"`.
+   */
+  read(
+    after: EventId,
+    upTo: EventId,
+    options: LogReadOptions,
+  ): LogRead | Promise<LogRead>;
+}
+
+/** Options for {@linkcode LocalEventLog}. */
+export interface LocalEventLogOptions {
+  /**
+   * Where the events are kept for clients that reconnect.
    *
    * @default {new MemoryHistoryStore()}
    */
   history?: HistoryStore;
+  /**
+   * Put before every id. Each log also puts a random epoch in its ids, so
+   * an id from an earlier process is never mistaken for one of this one's
+   * (unless `history` kept it, e.g. on disk: then it resumes).
+   *
+   * @default {""}
+   */
+  idPrefix?: string;
+  /**
+   * The part of every id that tells this log's ids from another process's.
+   * Leave the default (random) in production: a fixed epoch with a fresh
+   * history makes a client from before a restart resume at the wrong event.
+   * Tests fix it to get predictable ids.
+   *
+   * @default {8 random characters of [0-9a-z]}
+   */
+  epoch?: string;
+}
+
+/**
+ * The default {@linkcode EventLog}: one process, events kept in a
+ * {@linkcode HistoryStore}. Ids are `<idPrefix><epoch>-<n>`, with a random
+ * epoch per log, so ids stay unique across restarts.
+ *
+ * @example
+ * ```ts
+ * import { LocalEventLog } from "@ssekit/sse/channel";
+ * import assert from "node:assert/strict";
+ *
+ * const log = new LocalEventLog({ idPrefix: "doc-" });
+ * const id = log.append("data:x\n\n", undefined);
+ * assert.match(id, /^doc-[0-9a-z]+-1$/);
+ * ```
+ */
+export class LocalEventLog implements EventLog<EventId> {
+  #history: HistoryStore;
+  #prefix: string;
+  #seq = 0;
+  #sinks: LogSink[] = [];
+
+  /** Creates an empty log. */
+  constructor(options: LocalEventLogOptions = {}) {
+    const {
+      history = new MemoryHistoryStore(),
+      idPrefix = "",
+      epoch = randomEpoch(),
+    } = options;
+    for (const [name, value] of [["idPrefix", idPrefix], ["epoch", epoch]]) {
+      if (typeof value !== "string" || /[\r\n\0]/.test(value)) {
+        throw new TypeError(
+          `Cannot create EventChannel: ${name} ${
+            JSON.stringify(value)
+          } contains CR, LF or NUL, expected text that can be part of an event id`,
+        );
+      }
+    }
+    this.#history = history;
+    this.#prefix = idPrefix + epoch + "-";
+  }
+
+  /** Records the event, hands it to the followers now, and returns its id. */
+  append(text: string, topic: string | undefined): EventId {
+    const id = this.#prefix + ++this.#seq;
+    const full = "id:" + id + "\n" + text;
+    this.#history.append(new ChannelEntry(id, topic, full));
+    for (const sink of this.#sinks) sink.event(id, topic, full);
+    return id;
+  }
+
+  /** Hands every later event to `sink`. */
+  follow(sink: LogSink): { position: EventId; stop(): void } {
+    this.#sinks.push(sink);
+    return {
+      position: this.#seq === 0 ? "" : this.#prefix + this.#seq,
+      stop: () => {
+        this.#sinks = this.#sinks.filter((s) => s !== sink);
+      },
+    };
+  }
+
+  /** The events after `after` from the history, or `"reset"`. */
+  read(
+    after: EventId,
+    upTo: EventId,
+    options: LogReadOptions,
+  ): LogRead | Promise<LogRead> {
+    if (after === upTo) return { kind: "entries", entries: [] };
+    let read: ReturnType<HistoryStore["readAfter"]>;
+    try {
+      read = this.#history.readAfter(after, options.topics);
+    } catch {
+      return RESET;
+    }
+    if (read === null || Array.isArray(read)) {
+      return toRead(read as readonly HistoryEntry[] | null, upTo, options);
+    }
+    return (read as Promise<readonly HistoryEntry[] | null>).then(
+      (entries) => toRead(entries, upTo, options),
+      () => RESET,
+    );
+  }
+}
+
+const RESET: LogRead = { kind: "reset" };
+const historyDecoder = new TextDecoder();
+
+function toRead(
+  entries: readonly HistoryEntry[] | null,
+  upTo: EventId,
+  options: LogReadOptions,
+): LogRead {
+  if (entries === null) return RESET;
+  const { topics, limit } = options;
+  const out: LogEntry[] = [];
+  for (const entry of entries) {
+    const { topic } = entry;
+    if (topics === null || topic === undefined || topics.has(topic)) {
+      if (out.length === limit) return RESET;
+      out.push(
+        entry instanceof ChannelEntry ? entry : {
+          id: entry.id,
+          topic,
+          text: historyDecoder.decode(entry.bytes),
+        },
+      );
+    }
+    // Later events are delivered live.
+    if (entry.id === upTo) break;
+  }
+  return { kind: "entries", entries: out };
+}
+
+function randomEpoch(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  let epoch = "";
+  for (const byte of bytes) epoch += (byte % 36).toString(36);
+  return epoch;
+}
+
+/** What a channel does with a member whose backlog passed its high-water mark. */
+export type ChannelOverflowPolicy = "close" | "drop-oldest";
+
+/** Options for {@linkcode EventChannel}. */
+export interface EventChannelOptions<
+  Appended extends EventId | Promise<EventId> = EventId,
+> {
+  /**
+   * The log the channel appends to and delivers from, for example
+   * `RedisStreamLog` from `ssekit/redis` to share a channel between server
+   * instances. `history` and `idPrefix` apply only without it.
+   *
+   * @default {new LocalEventLog({ history, idPrefix })}
+   */
+  log?: EventLog<Appended>;
+  /**
+   * Where published events are kept for clients that reconnect (without
+   * `log`).
+   *
+   * @default {new MemoryHistoryStore()}
+   */
+  history?: HistoryStore;
+  /**
+   * The most events replayed to one reconnecting client; one that missed
+   * more gets the `reset` event instead.
+   *
+   * @default {10000}
+   */
+  maxReplay?: number;
   /**
    * What to do once the channel's queue for a member is longer than its
    * high-water mark: `"close"` closes it (a browser then reconnects and
@@ -359,9 +694,10 @@ export interface EventChannelOptions {
    * channel writes to it while its endpoint buffers less than this (a tick's
    * events always go to an endpoint with an empty buffer), and queues the
    * rest; the overflow policy applies once the queue is longer than this
-   * too. The default is `EventEndpoint`'s own default.
+   * too. When set, it applies to every member, `EventEndpoint`s included;
+   * when not, a member's own high-water mark applies.
    *
-   * @default {1048576}
+   * @default {the member's highWaterMark, else 1048576}
    */
   highWaterMark?: number;
   /**
@@ -380,10 +716,11 @@ export interface EventChannelOptions {
    */
   dropped?: (count: number) => Omit<ServerSentEventMessage, "id">;
   /**
-   * Prefix of every id this channel assigns, so ids from an earlier server
-   * process (with another prefix) are recognised as foreign.
+   * Put before every id (without `log`). Ids also carry a random epoch per
+   * channel, so ids from an earlier server process are recognised as
+   * foreign, whatever the prefix.
    *
-   * @default {a random prefix per channel}
+   * @default {""}
    */
   idPrefix?: string;
 }
@@ -407,7 +744,7 @@ export interface JoinOptions {
    * This member's high-water mark in bytes (see
    * {@linkcode EventChannelOptions.highWaterMark}).
    *
-   * @default {endpoint.highWaterMark, else the channel's}
+   * @default {the channel's, else endpoint.highWaterMark, else 1048576}
    */
   highWaterMark?: number;
 }
@@ -420,13 +757,26 @@ export interface PublishOptions {
    * @default {undefined (every member)}
    */
   topic?: string;
+  /**
+   * An idempotency key, for a caller that retries a publish whose outcome
+   * it does not know: the log appends at most one event per key (within
+   * the time the log remembers keys) and returns that event's id again.
+   * Needs a log that supports it (`RedisStreamLog` does; the local log
+   * appends synchronously, so there is nothing to retry, and ignores it).
+   *
+   * @default {undefined}
+   */
+  key?: string;
 }
 
 /** Counters a channel keeps; see {@linkcode EventChannel.stats}. */
 export interface ChannelStats {
   /** Members right now. */
   members: number;
-  /** Events published since the channel was created. */
+  /**
+   * Events the channel received from its log since it was created: those
+   * published here, and with a shared log those published elsewhere too.
+   */
   eventsPublished: number;
   /** Members closed by the `"close"` overflow policy. */
   membersDropped: number;
@@ -439,6 +789,8 @@ export interface ChannelStats {
 }
 
 const DEFAULT_HIGH_WATER_MARK = 1 << 20;
+// Topics whose newest evicted event a MemoryHistoryStore remembers.
+const MAX_EVICTED_TOPICS = 10_000;
 const DEFAULT_RESET: Omit<ServerSentEventMessage, "id"> = {
   event: "reset",
   data: "",
@@ -484,6 +836,7 @@ class ChannelEntry implements HistoryEntry {
  */
 class Batch {
   readonly firstSeq: number;
+  ids: EventId[] = [];
   texts: string[] = [];
   topics: (string | undefined)[] = [];
   hasTopics = false;
@@ -525,10 +878,27 @@ class Batch {
     return this.start(to) - this.start(from);
   }
 
-  /** Events `from` to `to` (exclusive); the whole batch is the same object. */
+  /**
+   * Events `from` to `to` (exclusive); the whole batch is the same object,
+   * a part is a copy (a view would keep the whole batch alive for as long
+   * as the member's endpoint holds it, but count only the part).
+   */
   slice(from: number, to: number): Uint8Array {
     if (from === 0 && to === this.count) return this.bytes;
-    return this.bytes.subarray(this.start(from), this.start(to));
+    return this.bytes.slice(this.start(from), this.start(to));
+  }
+
+  /** A sealed batch of just events `from` to `to` (exclusive). */
+  copy(from: number, to: number): Batch {
+    const part = new Batch(this.firstSeq + from);
+    part.ids = this.ids.slice(from, to);
+    part.texts = this.texts.slice(from, to);
+    part.topics = this.topics.slice(from, to);
+    part.hasTopics = this.hasTopics;
+    part.count = to - from;
+    part.bytes = this.slice(from, to);
+    part.#ascii = this.#ascii;
+    return part;
   }
 }
 
@@ -543,9 +913,17 @@ class Member {
   readonly endpoint: ChannelMember;
   readonly highWaterMark: number;
   readonly topics: ReadonlySet<string> | null;
-  /** Events up to this sequence number come from history, not live. */
-  readonly joinedAtSeq: number;
+  /** Events up to this sequence number come from the log's read, not live. */
+  joinedAtSeq: number;
+  /** Skip live events up to and including this id (the client has them). */
+  skipThrough: EventId | undefined;
+  /** Incremented by a reset of every member: a read under way is stale. */
+  generation = 0;
   onClose: () => void = ignore;
+  /** Called when the member may have room again (ready, or a poll). */
+  onRoom: () => void = ignore;
+  /** Whether `onRoom` is pending. */
+  waiting = false;
   /** Called when one of this member's writes settles. */
   onSettled: () => void = ignore;
   /** Live events not yet written, oldest at `head`. */
@@ -614,44 +992,48 @@ class Member {
  *   }
  * }
  *
- * const channel = new EventChannel({ idPrefix: "doc-" });
+ * const channel = new EventChannel();
  * const live = new Member();
  * channel.join(live);
  * const first = channel.publish({ data: "one" });
- * channel.publish({ data: "two" });
+ * const second = channel.publish({ data: "two" });
  * await Promise.resolve(); // events published in one tick are written together
- * assert.equal(live.text, "id:doc-1\ndata:one\n\nid:doc-2\ndata:two\n\n");
+ * assert.equal(live.text, `id:${first}\ndata:one\n\nid:${second}\ndata:two\n\n`);
  *
  * // A client that saw "one" reconnects: it gets "two" at once.
  * const resumed = new Member(first);
  * channel.join(resumed);
- * assert.equal(resumed.text, "id:doc-2\ndata:two\n\n");
+ * assert.equal(resumed.text, `id:${second}\ndata:two\n\n`);
  * assert.equal(channel.stats().members, 2);
  * ```
  */
-export class EventChannel {
-  #history: HistoryStore;
+export class EventChannel<
+  Appended extends EventId | Promise<EventId> = EventId,
+> {
+  #log: EventLog<Appended>;
   #overflow: ChannelOverflowPolicy;
-  #highWaterMark: number;
+  #highWaterMark: number | undefined;
+  #maxReplay: number;
   #reset: Omit<ServerSentEventMessage, "id"> | null;
   #dropped: (count: number) => Omit<ServerSentEventMessage, "id">;
-  #prefix: string;
   #encoder = new TextEncoder();
   #members = new Map<ChannelMember, Member>();
+  /** Events received from the log. */
   #seq = 0;
+  /** The id of the newest event received from the log, `""` for none. */
+  #position: EventId;
   #batch: Batch | null = null;
   #membersDropped = 0;
   #eventsDropped = 0;
 
   /** Creates a channel with no members. */
-  constructor(options: EventChannelOptions = {}) {
+  constructor(options: EventChannelOptions<Appended> = {}) {
     const {
-      history = new MemoryHistoryStore(),
       overflow = "close",
-      highWaterMark = DEFAULT_HIGH_WATER_MARK,
+      highWaterMark,
+      maxReplay = 10_000,
       reset = DEFAULT_RESET,
       dropped = defaultDropped,
-      idPrefix = randomPrefix(),
     } = options;
     if (overflow !== "close" && overflow !== "drop-oldest") {
       throw new TypeError(
@@ -660,20 +1042,31 @@ export class EventChannel {
         }, expected "close" or "drop-oldest"`,
       );
     }
-    checkHighWaterMark("create EventChannel", highWaterMark);
-    if (/[\r\n\0]/.test(idPrefix)) {
-      throw new TypeError(
-        `Cannot create EventChannel: idPrefix ${
-          JSON.stringify(idPrefix)
-        } contains CR, LF or NUL, expected a prefix that can be an event id`,
+    if (highWaterMark !== undefined) {
+      checkHighWaterMark("create EventChannel", highWaterMark);
+    }
+    if (!(maxReplay >= 0)) {
+      throw new RangeError(
+        `Cannot create EventChannel: maxReplay is ${maxReplay}, expected a number of events >= 0`,
       );
     }
-    this.#history = history;
+    const log = options.log ??
+      new LocalEventLog({
+        ...(options.history ? { history: options.history } : {}),
+        ...(options.idPrefix !== undefined
+          ? { idPrefix: options.idPrefix }
+          : {}),
+      }) as unknown as EventLog<Appended>;
+    this.#log = log;
     this.#overflow = overflow;
     this.#highWaterMark = highWaterMark;
+    this.#maxReplay = maxReplay;
     this.#reset = reset;
     this.#dropped = dropped;
-    this.#prefix = idPrefix;
+    this.#position = log.follow({
+      event: (id, topic, text) => this.#receive(id, topic, text),
+      reset: (id) => this.#resetAll(id),
+    }).position;
   }
 
   /** Number of members. */
@@ -681,17 +1074,23 @@ export class EventChannel {
     return this.#members.size;
   }
 
-  /** The id of the newest published event, or `""` before the first. */
+  /**
+   * The id of the newest event this channel delivered (or is delivering
+   * this tick), or `""` before the first.
+   */
   get lastEventId(): EventId {
-    return this.#seq === 0 ? "" : this.#prefix + this.#seq;
+    return this.#position;
   }
 
   /**
    * Adds a member. When it has a last event id (by default the client's
    * `Last-Event-ID`), the events after that id are written first, or the
-   * `reset` event when the history no longer reaches back that far. It then
-   * gets every event published after this call. It leaves by itself when
+   * `reset` event when the log no longer reaches back that far. It then
+   * gets every event delivered after this call. It leaves by itself when
    * it closes. Joining a closed endpoint does nothing.
+   *
+   * When the log cannot be read (a shared log that is unreachable), the
+   * member is closed, so the client retries later: no false `reset`.
    *
    * @example Join with a topic
    * ```ts
@@ -714,14 +1113,19 @@ export class EventChannel {
   join(endpoint: ChannelMember, options: JoinOptions = {}): void {
     const member = endpoint;
     if (member.closed || this.#members.has(member)) return;
-    const highWaterMark = options.highWaterMark ?? member.highWaterMark ??
-      this.#highWaterMark;
+    const highWaterMark = options.highWaterMark ?? this.#highWaterMark ??
+      member.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     checkHighWaterMark("join EventChannel", highWaterMark);
     const topics = options.topics === undefined
       ? null
       : new Set(options.topics);
     const state = new Member(member, highWaterMark, topics, this.#seq);
     state.onClose = () => this.#remove(state);
+    state.onRoom = () => {
+      state.waiting = false;
+      state.timer = undefined;
+      this.#pump(state);
+    };
     state.onSettled = () => {
       state.inFlight--;
       if (state.behind) this.#pump(state);
@@ -758,10 +1162,13 @@ export class EventChannel {
   }
 
   /**
-   * Publishes an event to every member (or those of its topic) and records
-   * it in the history. The channel assigns the id and returns it; the message
-   * must not carry its own. Events published in the same tick are written to
-   * each member together, in order, once the tick's synchronous work is done.
+   * Publishes an event to every member (or those of its topic) through the
+   * log, and returns its id (with a log on another machine, a promise of
+   * it, which rejects when the log cannot be reached: nothing is queued and
+   * nothing is retried). The message must not carry its own id: the log
+   * assigns it. Members get the event when the channel receives it from the
+   * log; events received in the same tick are written to each member
+   * together, in order, once the tick's synchronous work is done.
    *
    * @example
    * ```ts
@@ -769,14 +1176,14 @@ export class EventChannel {
    * import assert from "node:assert/strict";
    *
    * const channel = new EventChannel({ idPrefix: "x" });
-   * assert.equal(channel.publish({ event: "price", data: "42" }), "x1");
-   * assert.equal(channel.publish({ data: "news" }, { topic: "news" }), "x2");
+   * assert.match(channel.publish({ event: "price", data: "42" }), /^x.+-1$/);
+   * assert.match(channel.publish({ data: "news" }, { topic: "news" }), /^x.+-2$/);
    * ```
    */
   publish(
     message: ServerSentEventMessage,
     options: PublishOptions = {},
-  ): EventId {
+  ): Appended {
     if (message.id !== undefined) {
       throw new TypeError(
         `Cannot publish a message with its own id ${
@@ -784,21 +1191,16 @@ export class EventChannel {
         }: the channel assigns ids, expected no id field`,
       );
     }
-    const seq = this.#seq + 1;
-    const id = this.#prefix + seq;
-    const text = encodeServerSentEvent({ ...message, id });
-    this.#seq = seq;
-    const topic = options.topic;
-    this.#history.append(new ChannelEntry(id, topic, text));
-    let batch = this.#batch;
-    if (batch === null) {
-      batch = this.#batch = new Batch(seq);
-      queueMicrotask(this.#flush);
+    const { topic, key } = options;
+    if (topic !== undefined && typeof topic !== "string") {
+      throw new TypeError(
+        `Cannot publish: topic is ${typeof topic}, expected a string`,
+      );
     }
-    batch.texts.push(text);
-    batch.topics.push(topic);
-    if (topic !== undefined) batch.hasTopics = true;
-    return id;
+    const text = encodeServerSentEvent(message);
+    return key === undefined
+      ? this.#log.append(text, topic)
+      : this.#log.append(text, topic, key);
   }
 
   /**
@@ -867,6 +1269,42 @@ export class EventChannel {
     };
   }
 
+  /** An event from the log: into this tick's batch. */
+  #receive(id: EventId, topic: string | undefined, text: string): void {
+    const seq = ++this.#seq;
+    this.#position = id;
+    let batch = this.#batch;
+    if (batch === null) {
+      batch = this.#batch = new Batch(seq);
+      queueMicrotask(this.#flush);
+    }
+    batch.ids.push(id);
+    batch.texts.push(text);
+    batch.topics.push(topic);
+    if (topic !== undefined) batch.hasTopics = true;
+  }
+
+  /** The log may have lost events: every member starts again after `id`. */
+  #resetAll(id: EventId): void {
+    this.#flush();
+    this.#position = id;
+    const preface = this.#reset === null
+      ? null
+      : this.#encoder.encode(encodeServerSentEvent({ ...this.#reset, id }));
+    for (const state of this.#members.values()) {
+      state.generation++; // a replay under way is stale now
+      state.replaying = false;
+      state.skipThrough = undefined;
+      state.queue = [];
+      state.head = 0;
+      state.queuedBytes = 0;
+      state.droppedEvents = 0;
+      state.preface = preface;
+      state.joinedAtSeq = this.#seq;
+      this.#pump(state);
+    }
+  }
+
   #flush = (): void => {
     const batch = this.#batch;
     if (batch === null) return;
@@ -877,10 +1315,19 @@ export class EventChannel {
 
   #deliver(state: Member, batch: Batch): void {
     const count = batch.count;
-    // A member that joined mid-tick got the tick's earlier events from history.
-    const from = state.joinedAtSeq >= batch.firstSeq
+    // A member that joined mid-tick got the tick's earlier events from the log.
+    let from = state.joinedAtSeq >= batch.firstSeq
       ? state.joinedAtSeq - batch.firstSeq + 1
       : 0;
+    const skipThrough = state.skipThrough;
+    if (skipThrough !== undefined) {
+      // The client already has the events up to this id (it came from a
+      // faster instance): skip them.
+      const at = batch.ids.indexOf(skipThrough, from);
+      if (at < 0) return;
+      state.skipThrough = undefined;
+      from = at + 1;
+    }
     if (from >= count) return;
     const topics = state.topics;
     if (topics === null || !batch.hasTopics) {
@@ -903,12 +1350,22 @@ export class EventChannel {
   /** Writes events `from`..`to` of `batch` now, or queues them if behind. */
   #enqueue(state: Member, batch: Batch, from: number, to: number): void {
     if (state.gone) return;
+    if (state.endpoint.closed) {
+      this.#remove(state);
+      return;
+    }
     const size = batch.size(from, to);
     if (!state.behind && !state.replaying && state.fits(size)) {
       this.#write(state, batch.slice(from, to));
       return;
     }
-    state.queue.push({ batch, from, to });
+    // A queued part of a batch is a copy of just its bytes, so what the
+    // member counts is what it holds (a view would pin the whole batch).
+    state.queue.push(
+      from === 0 && to === batch.count
+        ? { batch, from, to }
+        : { batch: batch.copy(from, to), from: 0, to: to - from },
+    );
     state.queuedBytes += size;
     if (state.queuedBytes > state.highWaterMark) this.#overflowed(state);
     this.#waitForRoom(state);
@@ -918,10 +1375,11 @@ export class EventChannel {
     if (this.#overflow === "close") {
       this.#membersDropped++;
       this.#remove(state);
-      // A graceful close would wait for a client that does not read.
-      const { endpoint } = state;
-      if (endpoint.abort) endpoint.abort("the client was too slow");
-      else endpoint.close();
+      const endpoint = state.endpoint;
+      // A hard close: a stalled client would never drain a graceful one.
+      if (typeof endpoint.abort === "function") {
+        endpoint.abort(new Error("The client was too slow for the channel"));
+      } else endpoint.close();
       return;
     }
     // Drop whole events, oldest first, until the backlog fits again.
@@ -945,24 +1403,36 @@ export class EventChannel {
 
   /**
    * Makes sure the member is pumped again once its endpoint may have room:
-   * when one of its writes settles, or, with none in flight (the endpoint's
-   * buffer holds bytes whose promises the channel does not have, e.g. what
-   * node buffers after accepting a write), after a short poll.
+   * when one of its writes settles; with none in flight, when its `ready`
+   * settles (if its buffer is past its own mark); else after a short poll
+   * (a member without `ready`, or one whose buffer is under its own mark but
+   * over the channel's lower one).
    */
   #waitForRoom(state: Member): void {
     if (
-      state.gone || state.replaying || state.inFlight > 0 ||
-      state.timer !== undefined || !state.behind
+      state.gone || state.replaying || state.inFlight > 0 || state.waiting ||
+      !state.behind
     ) return;
-    state.timer = setTimeout(() => {
-      state.timer = undefined;
-      this.#pump(state);
-    }, POLL_INTERVAL);
+    state.waiting = true;
+    const endpoint = state.endpoint;
+    const ready = endpoint.ready;
+    if (
+      ready !== undefined && endpoint.highWaterMark !== undefined &&
+      endpoint.bufferedAmount > endpoint.highWaterMark
+    ) {
+      ready.then(state.onRoom, state.onRoom);
+      return;
+    }
+    state.timer = setTimeout(state.onRoom, POLL_INTERVAL);
   }
 
   /** Writes what is queued for a member, as far as its endpoint has room. */
   #pump(state: Member): void {
     if (state.gone || state.replaying) return;
+    if (state.endpoint.closed) {
+      this.#remove(state);
+      return;
+    }
     const preface = state.preface;
     if (preface !== null) {
       if (!state.fits(preface.byteLength)) {
@@ -995,6 +1465,10 @@ export class EventChannel {
 
   #write(state: Member, bytes: Uint8Array): void {
     if (state.gone) return;
+    if (state.endpoint.closed) {
+      this.#remove(state);
+      return;
+    }
     if (state.droppedEvents > 0) {
       const notice = this.#dropped(state.droppedEvents);
       state.droppedEvents = 0;
@@ -1013,72 +1487,67 @@ export class EventChannel {
   }
 
   #resume(state: Member, lastEventId: string): void {
-    const upTo = state.joinedAtSeq;
-    const lastId = upTo === 0 ? undefined : this.#prefix + upTo;
-    let read: ReturnType<HistoryStore["readAfter"]>;
+    const upTo = this.#position;
+    const generation = state.generation;
+    let read: LogRead | Promise<LogRead>;
     try {
-      read = this.#history.readAfter(lastEventId);
+      read = this.#log.read(lastEventId, upTo, {
+        topics: state.topics,
+        limit: this.#maxReplay,
+      });
     } catch {
-      read = null;
+      read = RESET;
     }
-    if (read === null || Array.isArray(read)) {
-      this.#replay(state, read as readonly HistoryEntry[] | null, lastId);
+    if (!(read instanceof Promise)) {
+      this.#replay(state, read, upTo, lastEventId);
       return;
     }
     state.replaying = true;
-    (read as Promise<readonly HistoryEntry[] | null>).then(
-      (entries) => this.#replay(state, entries, lastId),
-      () => this.#replay(state, null, lastId),
+    read.then(
+      (result) => {
+        if (state.generation === generation) {
+          this.#replay(state, result, upTo, lastEventId);
+        }
+      },
+      () => {
+        // The log cannot be read now: the client retries later. Not a reset.
+        if (state.generation !== generation || state.gone) return;
+        this.#remove(state);
+        state.endpoint.close();
+      },
     );
   }
 
   /** Sets the member's preface: the events it missed, or the reset event. */
   #replay(
     state: Member,
-    entries: readonly HistoryEntry[] | null,
-    lastId: EventId | undefined,
+    read: LogRead,
+    upTo: EventId,
+    lastEventId: EventId,
   ): void {
     state.replaying = false;
     if (state.gone) return;
-    if (entries === null) {
+    if (read.kind === "reset") {
       if (this.#reset !== null) {
         state.preface = this.#encoder.encode(
-          encodeServerSentEvent({ ...this.#reset, id: lastId ?? "" }),
+          encodeServerSentEvent({ ...this.#reset, id: upTo }),
         );
       }
-    } else {
-      const missed: HistoryEntry[] = [];
-      for (const entry of entries) {
-        const { topic } = entry;
-        if (
-          state.topics === null || topic === undefined ||
-          state.topics.has(topic)
-        ) {
-          missed.push(entry);
-        }
-        // Later events are delivered live.
-        if (entry.id === lastId) break;
-      }
-      if (missed.length > 0) state.preface = this.#join(missed);
+    } else if (read.kind === "ahead") {
+      // The client already has events this channel has not delivered yet:
+      // drop them from what was queued during the read, and skip the rest.
+      skipQueued(state, lastEventId);
+    } else if (read.entries.length > 0) {
+      state.preface = this.#join(read.entries);
     }
     this.#pump(state);
   }
 
-  /** The entries' bytes, in one chunk. */
-  #join(entries: readonly HistoryEntry[]): Uint8Array {
-    if (entries.every((entry) => entry instanceof ChannelEntry)) {
-      const texts = (entries as ChannelEntry[]).map((entry) => entry.text);
-      return this.#encoder.encode(texts.join(""));
-    }
-    let length = 0;
-    for (const entry of entries) length += entry.bytes.byteLength;
-    const bytes = new Uint8Array(length);
-    let offset = 0;
-    for (const entry of entries) {
-      bytes.set(entry.bytes, offset);
-      offset += entry.bytes.byteLength;
-    }
-    return bytes;
+  /** The entries' text, in one chunk. */
+  #join(entries: readonly LogEntry[]): Uint8Array {
+    let text = "";
+    for (const entry of entries) text += entry.text;
+    return this.#encoder.encode(text);
   }
 
   #remove(state: Member): void {
@@ -1090,9 +1559,34 @@ export class EventChannel {
     state.preface = null;
     if (state.timer !== undefined) clearTimeout(state.timer);
     state.timer = undefined;
+    state.waiting = false;
     state.endpoint.removeEventListener("close", state.onClose);
     this.#members.delete(state.endpoint);
   }
+}
+
+/** Drops the member's queued events up to and including `id`. */
+function skipQueued(state: Member, id: EventId): void {
+  const queue = state.queue;
+  for (let q = state.head; q < queue.length; q++) {
+    const pending = queue[q]!;
+    const at = pending.batch.ids.indexOf(id, pending.from);
+    if (at < 0 || at >= pending.to) continue;
+    for (let r = state.head; r < q; r++) {
+      const { batch, from, to } = queue[r]!;
+      state.queuedBytes -= batch.size(from, to);
+      queue[r] = undefined;
+    }
+    state.queuedBytes -= pending.batch.size(pending.from, at + 1);
+    pending.from = at + 1;
+    state.head = q;
+    if (pending.from === pending.to) queue[state.head++] = undefined;
+    return;
+  }
+  state.queue = [];
+  state.head = 0;
+  state.queuedBytes = 0;
+  state.skipThrough = id;
 }
 
 function backlog(state: Member): number {
@@ -1124,11 +1618,4 @@ function checkHighWaterMark(action: string, highWaterMark: number): void {
       `Cannot ${action}: highWaterMark is ${highWaterMark}, expected a number of bytes >= 0`,
     );
   }
-}
-
-function randomPrefix(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(6));
-  let prefix = "";
-  for (const byte of bytes) prefix += (byte % 36).toString(36);
-  return prefix + "-";
 }

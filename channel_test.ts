@@ -10,6 +10,7 @@ import {
   EventChannel,
   type HistoryEntry,
   type HistoryStore,
+  LocalEventLog,
   MemoryHistoryStore,
 } from "./channel.ts";
 
@@ -128,7 +129,9 @@ function range(from: number, to: number): string[] {
 
 describe("EventChannel: publish", () => {
   test("encodes once and hands the same bytes to every member", async () => {
-    const channel = new EventChannel({ idPrefix: "p-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "p" }),
+    });
     const members = [new FakeMember(), new FakeMember(), new FakeMember()];
     for (const m of members) channel.join(m);
     assert.equal(channel.publish({ event: "price", data: "42" }), "p-1");
@@ -144,7 +147,9 @@ describe("EventChannel: publish", () => {
   });
 
   test("events published in one tick reach each member as one chunk, in order", async () => {
-    const channel = new EventChannel({ idPrefix: "p-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "p" }),
+    });
     const member = new FakeMember();
     channel.join(member);
     for (let i = 1; i <= 100; i++) channel.publish({ data: String(i) });
@@ -373,10 +378,7 @@ describe("EventChannel: resume", () => {
     await tick();
     const member = new FakeMember({ lastEventId: first });
     channel.join(member);
-    assert.equal(
-      member.text(),
-      encodeServerSentEvent({ event: "note", id: second, data: "é\n2" }),
-    );
+    assert.equal(member.text(), `id:${second}\nevent:note\ndata:é\ndata:2\n\n`);
   });
 
   test("an id the history no longer holds gets a reset event carrying the newest id", () => {
@@ -476,7 +478,9 @@ describe("EventChannel: slow members", () => {
   });
 
   test("a member that catches up gets its queued events in order", async () => {
-    const channel = new EventChannel({ idPrefix: "s-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "s" }),
+    });
     // Each event is 15 bytes ("id:s-1\ndata:1\n\n"): three fit in the
     // endpoint's 50, three more in the channel's queue, a seventh is too many.
     const slow = new FakeMember({ stalled: true, highWaterMark: 50 });
@@ -528,7 +532,9 @@ class NodeLike extends FakeMember {
 
 describe("EventChannel: flow control", () => {
   test("a member whose buffer drains without settling a write is polled, not spun on", async () => {
-    const channel = new EventChannel({ idPrefix: "n-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "n" }),
+    });
     const member = new NodeLike({ highWaterMark: 20 });
     channel.join(member);
     channel.publish({ data: "1" }); // 15 bytes: written
@@ -545,7 +551,9 @@ describe("EventChannel: flow control", () => {
   });
 
   test("a member that leaves while behind is never written to again", async () => {
-    const channel = new EventChannel({ idPrefix: "n-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "n" }),
+    });
     const member = new NodeLike({ highWaterMark: 20 });
     channel.join(member);
     channel.publish({ data: "1" });
@@ -699,14 +707,26 @@ const runtimes = globalThis as { Deno?: DenoServe; Bun?: BunServe };
 
 interface Served {
   origin: string;
+  /** Every endpoint served, with whether its `close` event fired. */
+  endpoints: { endpoint: EventEndpoint; closeFired: boolean }[];
+  /** On node:http, the server side's sockets, in request order. */
+  sockets: { destroyed: boolean }[];
   close(): Promise<void>;
 }
 
 /** Serves `channel`: every request becomes an endpoint that joins it. */
 async function serveChannel(channel: EventChannel): Promise<Served> {
   const options = { heartbeat: 0 };
+  const endpoints: Served["endpoints"] = [];
+  const sockets: Served["sockets"] = [];
+  const served = (endpoint: EventEndpoint): EventEndpoint => {
+    const entry = { endpoint, closeFired: false };
+    endpoint.addEventListener("close", () => (entry.closeFired = true));
+    endpoints.push(entry);
+    return endpoint;
+  };
   const web = (request: Request): Response => {
-    const endpoint = new EventEndpoint(request, options);
+    const endpoint = served(new EventEndpoint(request, options));
     channel.join(endpoint);
     return endpoint.response!;
   };
@@ -717,6 +737,8 @@ async function serveChannel(channel: EventChannel): Promise<Served> {
     );
     return {
       origin: `http://127.0.0.1:${server.addr.port}`,
+      endpoints,
+      sockets,
       close: () => server.shutdown(),
     };
   }
@@ -729,16 +751,21 @@ async function serveChannel(channel: EventChannel): Promise<Served> {
     });
     return {
       origin: `http://127.0.0.1:${server.port}`,
+      endpoints,
+      sockets,
       close: async () => {
         await server.stop(true);
       },
     };
   }
   const server = http.createServer((req, res) => {
-    channel.join(new EventEndpoint(req, res, options));
+    sockets.push(req.socket);
+    channel.join(served(new EventEndpoint(req, res, options)));
   });
   return {
     origin: await listenOnLoopback(server),
+    endpoints,
+    sockets,
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -752,6 +779,8 @@ class RawStream {
   response: http.IncomingMessage | undefined;
   received = 0;
   ended = false;
+  /** The connection closed (ended, or cut by the server). */
+  closed = false;
   #onChunk: (chunk: Buffer) => void;
 
   constructor(
@@ -763,12 +792,13 @@ class RawStream {
     this.#onChunk = onChunk;
     this.request = http.get(origin + "/", { agent }, (response) => {
       this.response = response;
-      // "close": also when the server aborts it (the "close" overflow).
-      response.on("close", () => (this.ended = true));
+      response.on("end", () => (this.ended = true));
       response.on("error", () => {});
+      response.on("close", () => (this.closed = true));
       if (!paused) this.resume();
     });
     this.request.on("error", () => {});
+    this.request.on("close", () => (this.closed = true));
   }
 
   resume(): void {
@@ -799,7 +829,9 @@ async function until(
 
 describe("EventChannel over real connections", () => {
   test("1000 members receive 10 000 events in order", async () => {
-    const channel = new EventChannel({ idPrefix: "r-" });
+    const channel = new EventChannel({
+      log: new LocalEventLog({ epoch: "r" }),
+    });
     const served = await serveChannel(channel);
     const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
     // What every member must receive, byte for byte: the endpoint's opening
@@ -940,15 +972,44 @@ describe("EventChannel over real connections", () => {
         const stats = channel.stats();
         assert.equal(stats.members, overflow === "close" ? 3 : 4);
         assert.ok(readers.every((r) => !r.ended));
+        const hardClose = typeof (EventEndpoint.prototype as {
+          abort?: unknown;
+        }).abort === "function";
+        if (overflow === "close" && hardClose) {
+          // The endpoint's hard close, while its client still reads nothing:
+          // closed, `close` fired, nothing buffered, and on node:http the
+          // server's socket destroyed. (The client itself sees the end only
+          // once it reads: TCP delivers the FIN after the data in flight.)
+          const dropped = served.endpoints.filter((e) => e.endpoint.closed);
+          assert.equal(dropped.length, 1);
+          const [{ endpoint }] = dropped as [(typeof dropped)[0]];
+          await until(
+            () => dropped[0]!.closeFired,
+            "the dropped endpoint's close event",
+            10,
+          );
+          assert.equal(endpoint.bufferedAmount, 0);
+          if (served.sockets.length > 0) {
+            const index = served.endpoints.indexOf(dropped[0]!);
+            await until(
+              () => served.sockets[index]!.destroyed,
+              "the dropped client's socket to be destroyed",
+              10,
+            );
+          }
+        }
         // The stalled client reads again.
         const last = channel.publish({ event: "end", data: "" });
         stalled.resume();
         if (overflow === "close") {
-          await until(() => stalled.ended, "the dropped stream to end");
-          // Aborted: the stream may stop inside an event; whole ones only.
+          await until(
+            () => hardClose ? stalled.closed : stalled.ended,
+            "the dropped stream to end",
+          );
+          // What it got before the cut: whole payload events only.
           const text = stalledText.join("");
           const events = parse(text.slice(0, text.lastIndexOf("\n\n") + 2));
-          assert.ok(events.length > 0);
+          assert.ok(hardClose || events.length > 0);
           assert.ok(events.every((e) => e.data === payload));
         } else {
           await until(
@@ -983,4 +1044,184 @@ describe("EventChannel over real connections", () => {
       }
     });
   }
+});
+
+// ---------------------------------------------------------------------------
+// Defects of the single-process channel (issue 15), each reproduced first.
+
+describe("EventChannel: issue 15 defects", () => {
+  test("a topic member whose last event was evicted with only other topics' events after it resumes without a reset", async () => {
+    const channel = new EventChannel({
+      history: new MemoryHistoryStore({ maxCount: 3 }),
+    });
+    const rare = channel.publish({ data: "rare 1" }, { topic: "rare" });
+    const common: string[] = [];
+    for (let i = 1; i <= 5; i++) {
+      common.push(
+        channel.publish({ data: `common ${i}` }, { topic: "common" }),
+      );
+    }
+    await tick();
+    const member = new FakeMember({ lastEventId: rare });
+    channel.join(member, { topics: ["rare"] });
+    channel.publish({ data: "rare 2" }, { topic: "rare" });
+    await tick();
+    assert.deepEqual(member.events().map((e) => e.data), ["rare 2"]);
+    // The control: a "common" member at common 1 missed common 2 and 3
+    // (evicted), so it is reset.
+    const behind = new FakeMember({ lastEventId: common[0]! });
+    channel.join(behind, { topics: ["common"] });
+    assert.equal(behind.events()[0]!.event, "reset");
+  });
+
+  test("with a fixed idPrefix, an id from before a restart (fresh store) gets a reset, not a wrong resume", async () => {
+    const before = new EventChannel({ idPrefix: "doc-" });
+    const ids: string[] = [];
+    for (let i = 1; i <= 5; i++) ids.push(before.publish({ data: `old ${i}` }));
+    const restarted = new EventChannel({ idPrefix: "doc-" });
+    for (let i = 1; i <= 4; i++) restarted.publish({ data: `new ${i}` });
+    await tick();
+    const member = new FakeMember({ lastEventId: ids[2]! });
+    restarted.join(member);
+    const events = member.events();
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.event, "reset");
+  });
+
+  test("the channel's highWaterMark applies to EventEndpoint members", async () => {
+    const channel = new EventChannel({ highWaterMark: 4096 });
+    const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+      heartbeat: 0,
+    });
+    channel.join(endpoint); // nobody reads the response
+    const payload = "x".repeat(1000);
+    for (let i = 0; i < 20 && !endpoint.closed; i++) {
+      channel.publish({ data: payload });
+      await tick();
+    }
+    assert.equal(channel.stats().membersDropped, 1);
+    assert.equal(endpoint.closed, true);
+    assert.ok(endpoint.bufferedAmount <= 4096 + 1100);
+  });
+
+  test('"close" overflow ends a stalled member with its hard close (abort) when it has one', async () => {
+    class Abortable extends FakeMember {
+      aborted = 0;
+      closedByClose = 0;
+      abort(): void {
+        this.aborted++;
+        super.close();
+      }
+      override close(): void {
+        if (!this.closed) this.closedByClose++;
+        super.close();
+      }
+    }
+    const channel = new EventChannel();
+    const slow = new Abortable({ stalled: true, highWaterMark: 50 });
+    channel.join(slow);
+    for (let i = 0; i < 20 && !slow.closed; i++) {
+      channel.publish({ data: String(i) });
+      await tick();
+    }
+    assert.equal(slow.aborted, 1);
+    assert.equal(slow.closedByClose, 0);
+    assert.equal(channel.size, 0);
+  });
+
+  test("a member behind its own mark waits for its ready signal instead of being polled", async () => {
+    // Like the EventEndpoint contract: a write resolves as soon as it is
+    // queued; `ready` settles once the buffer is back under the mark.
+    class Ready extends EventTarget implements ChannelMember {
+      lastEventId = "";
+      closed = false;
+      highWaterMark = 100;
+      held = 0;
+      reads = 0;
+      text = "";
+      ready: Promise<void> = Promise.resolve();
+      #resolve = (): void => {};
+      get bufferedAmount(): number {
+        this.reads++;
+        return this.held;
+      }
+      write(bytes: Uint8Array): Promise<boolean> {
+        this.text += decoder.decode(bytes);
+        this.held += bytes.byteLength;
+        if (this.held > this.highWaterMark) {
+          this.ready = new Promise((resolve) => (this.#resolve = resolve));
+        }
+        return Promise.resolve(true);
+      }
+      drain(): void {
+        this.held = 0;
+        this.#resolve();
+      }
+      close(): void {
+        this.closed = true;
+        this.dispatchEvent(new Event("close"));
+      }
+    }
+    const channel = new EventChannel();
+    const member = new Ready();
+    channel.join(member);
+    channel.publish({ data: "1".repeat(150) }); // written: the buffer was empty
+    await tick();
+    channel.publish({ data: "2" }); // queued: the buffer is past the mark
+    await tick();
+    assert.equal(parse(member.text).length, 1);
+    const reads = member.reads;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.ok(
+      member.reads - reads <= 1,
+      `bufferedAmount read ${member.reads - reads} times while waiting`,
+    );
+    member.drain();
+    await tick();
+    assert.deepEqual(datas(parse(member.text)), ["1".repeat(150), "2"]);
+    member.close();
+  });
+
+  test("a stalled member on a rare topic holds copies of its events, not views into whole ticks", async () => {
+    const channel = new EventChannel({ highWaterMark: 1 << 20 });
+    const member = new FakeMember({ stalled: true });
+    channel.join(member, { topics: ["rare"] });
+    const big = "x".repeat(64 * 1024);
+    for (let i = 1; i <= 10; i++) {
+      channel.publish({ data: big }, { topic: "common" });
+      channel.publish({ data: `rare ${i}` }, { topic: "rare" });
+      channel.publish({ data: big }, { topic: "common" });
+      await tick();
+    }
+    const queued = channel.queuedBytes(member)!;
+    member.take();
+    await tick();
+    member.take();
+    const held = member.chunks.reduce((n, c) => n + c.buffer.byteLength, 0);
+    const counted = member.chunks.reduce((n, c) => n + c.byteLength, 0);
+    assert.deepEqual(
+      datas(member.events()),
+      range(1, 10).map((i) => `rare ${i}`),
+    );
+    assert.equal(queued, counted);
+    assert.equal(held, counted, "each chunk is just the member's bytes");
+  });
+
+  test("a member that is closed but has not fired close yet is never written to", async () => {
+    class Counting extends FakeMember {
+      writes = 0;
+      override write(bytes: Uint8Array): Promise<void> {
+        this.writes++;
+        return super.write(bytes);
+      }
+    }
+    const channel = new EventChannel();
+    const member = new Counting();
+    channel.join(member);
+    member.closed = true; // its close event has not fired yet
+    channel.publish({ data: "after close" });
+    await tick();
+    assert.equal(member.writes, 0);
+    assert.equal(channel.size, 0);
+  });
 });

@@ -7,3 +7,4 @@
 export * from "./sse.ts";
 export * from "./client.ts";
 export * from "./channel.ts";
+export * from "./redis.ts";

@@ -120,7 +120,10 @@ describe("FileHistoryStore", () => {
     restarted.publish({ data: "e" });
     // Delivery happens after the current tick.
     await new Promise((resolve) => setTimeout(resolve, 0));
-    const received = [...member.text.matchAll(/^id:(.*)$/gm)].map((m) => m[1]);
+    // Ids are <idPrefix><epoch>-<n>: the epoch differs per process.
+    const received = [...member.text.matchAll(/^id:(.*)-.*-(\d+)$/gm)].map((
+      m,
+    ) => `${m[1]}-${m[2]}`);
     assert.deepEqual(received, ["one-2", "one-3", "two-1", "two-2"]);
     member.close();
   });

@@ -15,6 +15,8 @@ import { handler as http2Handler } from "./node_http2.ts";
 import { completion } from "./llm_stream.ts";
 import { follow } from "./event_source.ts";
 import { prices, server as broadcastExample } from "./broadcast.ts";
+import { startInstance } from "./several_instances.ts";
+import { redisMissing, startRedis } from "../_redis_test_utils.ts";
 
 /** The first `count` events of a consumer; leaving the loop closes it. */
 async function firstEventsOf(
@@ -280,4 +282,50 @@ describe("examples", () => {
       await stop(api.server);
     }
   });
+
+  test(
+    "several_instances.ts: an event published on one instance reaches the clients of another; a resume on a third is exact",
+    {
+      skip: redisMissing(),
+    },
+    async () => {
+      const redis = await startRedis();
+      const servers = await Promise.all(
+        [1, 2, 3].map(() => startInstance(redis.url)),
+      );
+      const origins = await Promise.all(
+        servers.map((s) => listenOnLoopback(s)),
+      );
+      try {
+        const live = firstEvents(await fetch(origins[1]!), 2);
+        const publish = async (data: string) => {
+          const response = await fetch(origins[0]!, {
+            method: "POST",
+            body: data,
+          });
+          assert.equal(response.status, 200);
+          return await response.text();
+        };
+        const first = await publish("one");
+        const second = await publish("two");
+        const received = await live;
+        assert.deepEqual(received.map((e) => [e.lastEventId, e.data]), [
+          [first, "one"],
+          [second, "two"],
+        ]);
+        const resumed = firstEvents(
+          await fetch(origins[2]!, { headers: { "Last-Event-ID": first } }),
+          2,
+        );
+        const third = await publish("three");
+        assert.deepEqual((await resumed).map((e) => [e.lastEventId, e.data]), [
+          [second, "two"],
+          [third, "three"],
+        ]);
+      } finally {
+        for (const server of servers) await stop(server);
+        await redis.stop();
+      }
+    },
+  );
 });

@@ -63,6 +63,7 @@ const MODULES: [file: string, entry: string, title: string][] = [
   ["sse.ts", "ssekit/server", "Server"],
   ["client.ts", "ssekit/client", "Client"],
   ["channel.ts", "ssekit/channel", "Broadcast"],
+  ["redis.ts", "ssekit/redis", "Several instances on Redis"],
 ];
 
 const sources = new Map<string, Buffer>();
@@ -239,8 +240,9 @@ function render(symbols: DocSymbol[]): string {
     "",
     "Everything is exported from `ssekit` (npm) and `@ssekit/sse` (JSR), and " +
     "from the entry point of its module: `ssekit/server` (`sse.ts`), " +
-    "`ssekit/client` (`client.ts`) and `ssekit/channel` (`channel.ts`); on " +
-    "JSR `@ssekit/sse/server`, `/client` and `/channel`.",
+    "`ssekit/client` (`client.ts`), `ssekit/channel` (`channel.ts`) and " +
+    "`ssekit/redis` (`redis.ts`); on JSR `@ssekit/sse/server`, `/client`, " +
+    "`/channel` and `/redis`.",
     "",
   ];
   const byFile = (file: string) =>

@@ -44,6 +44,8 @@ const env = {
 const NOT_RUN: Record<string, string> = {
   "node_http2.ts":
     "needs a TLS key and certificate (examples_test.ts runs its handler)",
+  "several_instances.ts":
+    "needs a redis-server (several_instances_test.ts runs it on each runtime)",
 };
 const WAIT_MS = 20_000;
 

@@ -26,6 +26,7 @@ const sources: Record<string, string> = {
   "./server": "../sse.ts",
   "./client": "../client.ts",
   "./channel": "../channel.ts",
+  "./redis": "../redis.ts",
 };
 
 let failed = 0;

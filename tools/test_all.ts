@@ -141,7 +141,15 @@ async function checks(): Promise<RuntimeTally> {
     // web types the rest is checked against: it is checked on its own.
     [DENO, ["check", ...typeScriptFiles().filter((f) => f !== ELYSIA)]],
     [DENO, ["check", ELYSIA]],
-    [DENO, ["doc", "--lint", "mod.ts", "sse.ts", "client.ts", "channel.ts"]],
+    [DENO, [
+      "doc",
+      "--lint",
+      "mod.ts",
+      "sse.ts",
+      "client.ts",
+      "channel.ts",
+      "redis.ts",
+    ]],
     [DENO, ["publish", "--dry-run", "--allow-dirty"]],
     // docs/API.md is generated from the JSDoc and must be up to date.
     [NODE, ["tools/api_docs.ts", "--check"]],
@@ -187,6 +195,7 @@ async function deno(): Promise<RuntimeTally> {
     "sse.ts",
     "client.ts",
     "channel.ts",
+    "redis.ts",
   ]);
   add(tally, denoCounts(doc.code, doc.output));
   if (existsSync(join(root, CONFORMANCE))) {
