@@ -210,6 +210,7 @@ export const ROLES: Record<
   "jsext EventConsumer": { role: "peer", form: "stream" },
   "ssekit ServerSentEventParser": { role: "ssekit", form: "function" },
   "ssekit ServerSentEventParserStream": { role: "ssekit", form: "stream" },
+  "ssekit EventConsumer": { role: "ssekit", form: "stream" },
   "eventsource-encoder": { role: "peer", form: "function" },
   "better-sse EventBuffer": { role: "peer", form: "function" },
   "hono writeSSE": { role: "peer", form: "stream" },

@@ -24,6 +24,11 @@ export type ParserStreamClass = new () => TransformStream<
   ParsedEvent | { retry: number }
 >;
 
+/** `EventConsumer` from client.ts, structurally: iterable events. */
+export type ConsumerClass = new (response: Response) => AsyncIterable<
+  ParsedEvent
+>;
+
 /** A message as `sse.ts` encodes it. */
 export interface Message {
   data?: string;
@@ -41,6 +46,7 @@ export type EncoderStreamClass = new () => TransformStream<Message, Uint8Array>;
 export interface Ssekit {
   ServerSentEventParser?: ParserClass;
   ServerSentEventParserStream?: ParserStreamClass;
+  EventConsumer?: ConsumerClass;
   encodeServerSentEvent?: EncodeFunction;
   ServerSentEventStream?: EncoderStreamClass;
 }
@@ -59,6 +65,8 @@ export async function loadSsekit(): Promise<Ssekit> {
     "ServerSentEventParserStream",
   );
   if (parserStream) found.ServerSentEventParserStream = parserStream;
+  const consumer = pick<ConsumerClass>(client, "EventConsumer");
+  if (consumer) found.EventConsumer = consumer;
   const encode = pick<EncodeFunction>(server, "encodeServerSentEvent");
   if (encode) found.encodeServerSentEvent = encode;
   const stream = pick<EncoderStreamClass>(server, "ServerSentEventStream");

@@ -157,6 +157,21 @@ if (Parser) {
     return tally;
   }]);
 }
+const Consumer = ssekit.EventConsumer;
+if (Consumer) {
+  // What an LLM client writes: `for await` over a consumer of the response.
+  parsers.push(["ssekit EventConsumer", async (c) => {
+    const tally = { events: 0, dataLength: 0 };
+    const response = new Response(source(c.chunks), {
+      headers: { "content-type": "text/event-stream" },
+    });
+    for await (const event of new Consumer(response)) {
+      tally.events++;
+      tally.dataLength += event.data.length;
+    }
+    return tally;
+  }]);
+}
 const ParserStream = ssekit.ServerSentEventParserStream;
 if (ParserStream) {
   parsers.push(["ssekit ServerSentEventParserStream", async (c) => {

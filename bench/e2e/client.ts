@@ -9,7 +9,16 @@
  * in five steps after the first `clients / 5`), or
  * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
  * [ttfe-samples] [seconds]` — each round lets the server send for about
- * `seconds` (at most max-events per client), then stops it.
+ * `seconds` (at most max-events per client), then stops it; or
+ * `node bench/e2e/client.ts <port> fanout:<clients> <samples>` — fan-out
+ * latency: with `clients` streams open, the time from asking the server to
+ * send one event until the last stream has it, `samples` times (p50, p99).
+ *
+ * Past a few thousand streams, connections come from several loopback source
+ * addresses (20 000 per address, then 127.<n>.x.y with a second octet of this
+ * process's own),
+ * so neither the ephemeral ports of one address nor the sockets an earlier
+ * run left in TIME_WAIT run out. The caller raises the open-file limit.
  *
  * Prints one JSON line per round: `{ clients, events, delivered, seconds,
  * eventsPerSecond, rssPerIdleConnection }`, then `{ ttfeMs }` (median time
@@ -135,9 +144,32 @@ function bodyDecoder(): (chunk: Buffer) => Buffer[] {
   };
 }
 
+/** Streams opened by this process so far (picks the source address). */
+let opened = 0;
+/** Connections per loopback source address. */
+const PER_SOURCE = 20_000;
+/** This process's second octet: 127.<octet>.x.y, never 127.0.x.y. */
+const octet = 1 + (process.pid % 250);
+
+/**
+ * The source address of the next stream: none (the kernel's choice, which
+ * is fast) for the first 20 000; an explicit bind (slower: the kernel scans
+ * for a free port) beyond.
+ */
+function sourceAddress(): string | undefined {
+  const block = Math.floor(opened++ / PER_SOURCE);
+  if (block === 0) return undefined;
+  return `127.${octet}.${block >> 8}.${(block & 255) + 1}`;
+}
+
 function open(round: string, to: number = port): Conn {
   const started = performance.now();
-  const socket = connect(to, "127.0.0.1");
+  const localAddress = sourceAddress();
+  const socket = connect(
+    localAddress
+      ? { port: to, host: "127.0.0.1", localAddress }
+      : { port: to, host: "127.0.0.1" },
+  );
   socket.setNoDelay(true);
   socket.write(
     `GET /sse?round=${round} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`,
@@ -269,19 +301,8 @@ async function round(
 ) {
   const id = `r${index}`;
   const before = JSON.parse(await get("/stats")) as { rss: number };
-  const conns: Conn[] = [];
   // Connect in batches of 100 so the listen backlog never overflows.
-  for (let i = 0; i < clients; i += 100) {
-    const batch = Array.from(
-      { length: Math.min(100, clients - i) },
-      () => open(id),
-    );
-    conns.push(...batch);
-    await timeout(
-      Promise.all(batch.map((c) => c.ready)),
-      `${clients} clients connecting`,
-    );
-  }
+  const conns = await openMany(id, clients);
   const idle = JSON.parse(await get("/stats")) as {
     rss: number;
     streams: number;
@@ -366,17 +387,7 @@ const IDLE_STEPS = 5;
 async function idleRss(clients: number) {
   const conns: Conn[] = [];
   const connect = async (count: number) => {
-    for (let i = 0; i < count; i += 100) {
-      const batch = Array.from(
-        { length: Math.min(100, count - i) },
-        () => open("idle"),
-      );
-      conns.push(...batch);
-      await timeout(
-        Promise.all(batch.map((c) => c.ready)),
-        `${count} clients connecting`,
-      );
-    }
+    conns.push(...await openMany("idle", count));
   };
   const rss = async () =>
     (JSON.parse(await get("/stats")) as { rss: number }).rss;
@@ -397,7 +408,68 @@ async function idleRss(clients: number) {
   };
 }
 
-if (roundsArg.startsWith("ttfe-pair:")) {
+/** Opens `count` streams of round `id`, 100 at a time. */
+async function openMany(id: string, count: number): Promise<Conn[]> {
+  const conns: Conn[] = [];
+  for (let i = 0; i < count; i += 100) {
+    const batch = Array.from(
+      { length: Math.min(100, count - i) },
+      () => open(id),
+    );
+    conns.push(...batch);
+    await timeout(
+      Promise.all(batch.map((c) => c.ready)),
+      `${count} clients connecting`,
+    );
+  }
+  return conns;
+}
+
+/** The `q` quantile of `values` (nearest rank). */
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[
+    Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)
+  ] ??
+    NaN;
+}
+
+/**
+ * Fan-out latency: with `clients` streams open, asks the server for one
+ * event to all of them and times until the last stream has it (its arrival,
+ * not when the promise settles), `samples` times after 3 warm-up ones.
+ */
+async function fanout(clients: number, samples: number) {
+  const id = "fanout";
+  const conns = await openMany(id, clients);
+  const times: number[] = [];
+  for (let k = 0; k < samples + 3; k++) {
+    const t0 = performance.now();
+    await get(`/fanout?round=${id}&i=${k}`);
+    await timeout(
+      Promise.all(conns.map((c) => c.waitFor(k + 1))),
+      `fan-out ${k} to ${clients} streams`,
+    );
+    let last = 0;
+    for (const c of conns) if (c.lastTickAt > last) last = c.lastTickAt;
+    if (k >= 3) times.push(last - t0);
+    // Let the runtime settle (GC of the last write) between samples.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  for (const c of conns) c.socket.destroy();
+  return {
+    fanoutClients: clients,
+    samples,
+    p50Ms: quantile(times, 0.5),
+    p99Ms: quantile(times, 0.99),
+  };
+}
+
+if (roundsArg.startsWith("fanout:")) {
+  console.log(
+    JSON.stringify(await fanout(Number(roundsArg.slice(7)), Number(ttfeArg))),
+  );
+} else if (roundsArg.startsWith("ttfe-pair:")) {
   console.log(
     JSON.stringify(
       await ttfePair(Number(roundsArg.slice(10)), Number(ttfeArg)),

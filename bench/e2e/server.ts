@@ -2,10 +2,21 @@
  * End-to-end bench server: one SSE implementation on this runtime's own HTTP
  * server (Deno.serve, Bun.serve or node:http), listening on 127.0.0.1.
  *
- * Usage: `<runtime> bench/e2e/server.ts <impl>` with impl one of `floor`,
- * `ssekit` (endpoints and a send loop), `ssekit-channel` (an `EventChannel`,
- * for information: not what the targets compare), `hono`, `better-sse`;
- * prints `ready <port>` once listening. Routes:
+ * Usage: `<runtime> bench/e2e/server.ts <impl>` with impl one of
+ * {@linkcode IMPLS}; prints `ready <port>` once listening. Each library runs
+ * through its own idiom for a broadcast:
+ * - `floor`: pre-encoded events written straight to the body, 64 per chunk;
+ * - `ssekit-channel`: an `EventChannel` (what the README tells users to write
+ *   for a broadcast: each event encoded once);
+ * - `ssekit`: a Set of `EventEndpoint`s and one loop over all of them;
+ * - `ssekit-loops`: the same endpoints, one loop per connection;
+ * - `hono`: `streamSSE` and `writeSSE` from one loop over all streams;
+ * - `better-sse`: `session.push` from one loop over all sessions;
+ * - `better-sse-loops`: `session.push` from one loop per session;
+ * - `better-sse-channel`: better-sse's own `Channel.broadcast`;
+ * - `jsext`: @ayonli/jsext's `EventEndpoint.send` from one loop over all.
+ *
+ * Routes:
  * - `GET /sse?round=R`: an event stream; sends one `@ready@` event at once,
  *   then stays idle until `/go` for its round.
  * - `GET /go?round=R&n=N`: sends N `@tick@` events to every stream of round R,
@@ -13,6 +24,9 @@
  *   awaiting each send), yielding to the event loop every 64 events. Clients close their streams when done.
  * - `GET /stop?round=R`: stops that loop after the current event (the floor: batch) and
  *   answers with the number of events it sent to each stream.
+ * - `GET /fanout?round=R&i=K`: sends one `@tick@` event (id K) to every stream
+ *   of round R through the implementation's idiom and answers once the call
+ *   returned; the client times until the last stream has it.
  * - `GET /stats`: `{ rss, streams }` after a full GC.
  * - `GET /quit`: exits.
  *
@@ -30,7 +44,14 @@ import { EventEndpoint } from "../../sse.ts";
 import { EventChannel } from "../../channel.ts";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import { Hono } from "hono";
-import { createResponse, createSession, type Session } from "better-sse";
+import {
+  type Channel as BetterSseChannel,
+  createChannel,
+  createResponse,
+  createSession,
+  type Session,
+} from "better-sse";
+import { EventEndpoint as JsextEventEndpoint } from "@ayonli/jsext/sse";
 
 /** ~85 B on the wire with an id; the markers are what the client counts. */
 export const TICK =
@@ -38,7 +59,19 @@ export const TICK =
 /** The first event of every stream. */
 export const READY = "@ready@";
 
-type Impl = "floor" | "ssekit" | "ssekit-channel" | "hono" | "better-sse";
+/** Every implementation this server can run. */
+const IMPLS = [
+  "floor",
+  "ssekit-channel",
+  "ssekit",
+  "ssekit-loops",
+  "hono",
+  "better-sse",
+  "better-sse-loops",
+  "better-sse-channel",
+  "jsext",
+] as const;
+type Impl = typeof IMPLS[number];
 
 /** One open stream, as the send loop sees it. */
 interface Stream {
@@ -49,8 +82,7 @@ interface Stream {
 }
 
 const impl = (process.argv[2] ?? "") as Impl;
-const IMPLS = ["floor", "ssekit", "ssekit-channel", "hono", "better-sse"];
-if (!IMPLS.includes(impl)) {
+if (!(IMPLS as readonly string[]).includes(impl)) {
   console.error(`usage: server.ts ${IMPLS.join("|")}, got "${impl}"`);
   process.exit(2);
 }
@@ -112,6 +144,28 @@ function channelFor(round: string): EventChannel {
   return channel;
 }
 
+/** better-sse's broadcast: its own `Channel`, one per round. */
+const betterChannels = new Map<string, BetterSseChannel>();
+
+function betterChannelFor(round: string): BetterSseChannel {
+  let channel = betterChannels.get(round);
+  if (!channel) betterChannels.set(round, channel = createChannel());
+  return channel;
+}
+
+/** One event to every stream of the round, through the library's idiom. */
+function broadcastOne(round: string, id: string): void {
+  if (impl === "ssekit-channel") {
+    channelFor(round).publish({ data: TICK });
+  } else if (impl === "better-sse-channel") {
+    betterChannelFor(round).broadcast(TICK, "message", { eventId: id });
+  } else if (impl === "floor") {
+    for (const s of rounds.get(round) ?? []) s.sendBatch?.(floorEvents[0]!);
+  } else {
+    for (const s of rounds.get(round) ?? []) s.send(TICK, id);
+  }
+}
+
 async function publishLoop(round: string, n: number): Promise<number> {
   const channel = channelFor(round);
   let i = 0;
@@ -128,8 +182,44 @@ async function publishLoop(round: string, n: number): Promise<number> {
   return i;
 }
 
+/** better-sse's `Channel.broadcast`, yielding every 64 events. */
+async function betterBroadcastLoop(round: string, n: number): Promise<number> {
+  const channel = betterChannelFor(round);
+  let i = 0;
+  for (; i < n && !stopping.has(round); i++) {
+    channel.broadcast(TICK, "message", { eventId: String(i) });
+    if ((i & 63) === 63) await yieldToLoop();
+  }
+  return i;
+}
+
+/**
+ * One loop per connection, each yielding every 64 events: the shape of a
+ * handler that streams to its own client. A stop is seen by every loop at
+ * its next yield, so all streams get the same count (the first loop's).
+ */
+async function perConnectionLoops(round: string, n: number): Promise<number> {
+  const streams = [...(rounds.get(round) ?? [])];
+  let limit = n;
+  const one = async (stream: Stream): Promise<void> => {
+    let last: unknown;
+    for (let i = 0; i < limit; i++) {
+      last = stream.send(TICK, String(i));
+      if ((i & 63) === 63) {
+        await yieldToLoop();
+        if (stopping.has(round) && limit === n) limit = i + 1;
+      }
+    }
+    await last;
+  };
+  await Promise.all(streams.map(one));
+  return limit;
+}
+
 async function sendLoop(round: string, n: number): Promise<number> {
   if (impl === "ssekit-channel") return await publishLoop(round, n);
+  if (impl === "better-sse-channel") return await betterBroadcastLoop(round, n);
+  if (impl.endsWith("-loops")) return await perConnectionLoops(round, n);
   const streams = [...(rounds.get(round) ?? [])];
   if (impl === "floor") {
     let i = 0;
@@ -214,15 +304,41 @@ hono.get("/sse", (c) =>
     await new Promise<void>((resolve) => stream.onAbort(resolve));
   }));
 
+/** A better-sse session joins the round: its channel, or the Set of streams. */
+function joinBetterSse(round: string, session: Session): void {
+  session.push(READY, "message", "0");
+  if (impl === "better-sse-channel") {
+    betterChannelFor(round).register(session);
+    join(round, { send() {} });
+    return;
+  }
+  join(round, {
+    send: (data, id) => {
+      if (session.isConnected) session.push(data, "message", id);
+    },
+  });
+}
+
 function betterSseWeb(request: Request, round: string): Response {
   return createResponse(request, (session: Session) => {
-    session.push(READY, "message", "0");
-    join(round, {
-      send: (data, id) => {
-        if (session.isConnected) session.push(data, "message", id);
-      },
-    });
+    joinBetterSse(round, session);
   });
+}
+
+/** jsext's sends reject once the client is gone: the caller must catch. */
+const ignore = (): void => {};
+
+function joinJsext(round: string, endpoint: JsextEventEndpoint): void {
+  endpoint.send(READY).catch(ignore);
+  join(round, {
+    send: (data, id) => endpoint.send(data, id).catch(ignore),
+  });
+}
+
+function jsextWeb(request: Request, round: string): Response {
+  const endpoint = new JsextEventEndpoint(request);
+  joinJsext(round, endpoint);
+  return endpoint.response!;
 }
 
 async function stats(): Promise<Response> {
@@ -240,12 +356,16 @@ function fetchHandler(request: Request): Response | Promise<Response> {
       if (impl === "floor") return floorWeb(round);
       if (impl.startsWith("ssekit")) return ssekitWeb(request, round);
       if (impl === "hono") return hono.fetch(request);
+      if (impl === "jsext") return jsextWeb(request, round);
       return betterSseWeb(request, round);
     case "/go":
       go(round, Number(url.searchParams.get("n")));
       return new Response("ok");
     case "/stop":
       return stop(round).then((sent) => new Response(String(sent)));
+    case "/fanout":
+      broadcastOne(round, url.searchParams.get("i") ?? "0");
+      return new Response("ok");
     case "/stats":
       return stats();
     case "/quit":
@@ -309,7 +429,8 @@ function nodeSse(
       join(round, { send() {} });
       return;
     }
-    case "ssekit": {
+    case "ssekit":
+    case "ssekit-loops": {
       const endpoint = new EventEndpoint(req, res);
       endpoint.send(READY);
       join(round, {
@@ -320,14 +441,14 @@ function nodeSse(
     case "hono":
       void serveFetch(hono.fetch, req, res);
       return;
+    case "jsext":
+      joinJsext(round, new JsextEventEndpoint(req, res));
+      return;
     case "better-sse":
+    case "better-sse-loops":
+    case "better-sse-channel":
       void createSession(req, res).then((session) => {
-        session.push(READY, "message", "0");
-        join(round, {
-          send: (data, id) => {
-            if (session.isConnected) session.push(data, "message", id);
-          },
-        });
+        joinBetterSse(round, session);
       });
   }
 }
@@ -344,6 +465,9 @@ function nodeHandler(req: IncomingMessage, res: ServerResponse): void {
     case "/stop":
       void stop(round).then((sent) => res.end(String(sent)));
       return;
+    case "/fanout":
+      broadcastOne(round, url.searchParams.get("i") ?? "0");
+      return void res.end("ok");
     case "/stats":
       void statsJson().then((body) => res.end(body));
       return;
