@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   EventConsumer,
   EventSource,
+  EventStreamErrorEvent,
   type ParsedEventStreamChunk,
   type ScheduledReconnection,
   type ServerSentEvent,
@@ -701,7 +702,7 @@ describe("EventConsumer: events", () => {
     );
     consumer.addEventListener(
       "error",
-      (e) => order.push(`error ${(e as ErrorEvent).error.message}`),
+      (e) => order.push(`error ${(e.error as Error).message}`),
     );
     const closed = nextEvent<CloseEvent>(consumer, "close");
     source.send("data: a\n\n");
@@ -718,7 +719,7 @@ describe("EventConsumer: events", () => {
     const consumer = new EventConsumer(eventStreamResponse(source.body), {
       maxEventSize: 4,
     });
-    const error = nextEvent<ErrorEvent>(consumer, "error");
+    const error = nextEvent<EventStreamErrorEvent>(consumer, "error");
     source.send("data: 0123456789");
     assert.ok((await error).error instanceof RangeError);
     assert.ok(/maxEventSize/.test(String(await source.cancelled)));
@@ -1006,8 +1007,8 @@ describe("EventSource: reconnect policy (fetch double)", () => {
       reconnect: { initialDelay: 1, jitter: 0 },
       onReconnect: (r) => reconnections.push(r),
     });
-    const firstError = await nextEvent<ErrorEvent>(source, "error");
-    assert.equal(firstError.error.message, "token refresh failed");
+    const firstError = await nextEvent<EventStreamErrorEvent>(source, "error");
+    assert.equal(firstError.message, "token refresh failed");
     assert.equal(source.readyState, EventSource.CONNECTING);
     const message = await nextEvent<MessageEvent>(source, "message");
     assert.equal(message.lastEventId, "resume-from-here");
@@ -1174,7 +1175,7 @@ describe("EventSource: against a real server", () => {
       });
       let opened = false;
       source.onopen = () => (opened = true);
-      const error = await nextEvent<ErrorEvent>(source, "error");
+      const error = await nextEvent<EventStreamErrorEvent>(source, "error");
       assert.equal(source.readyState, EventSource.CLOSED, `status ${status}`);
       assert.match(error.message, new RegExp(`status ${status}`));
       assert.equal(opened, false);
@@ -1195,7 +1196,7 @@ describe("EventSource: against a real server", () => {
     });
     const messages: string[] = [];
     source.onmessage = (e) => messages.push(e.data);
-    const error = await nextEvent<ErrorEvent>(source, "error");
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
     assert.equal(source.readyState, EventSource.CLOSED);
     assert.match(error.message, /"text\/plain".*expected "text\/event-stream"/);
     assert.deepEqual(messages, []);
@@ -1381,7 +1382,7 @@ describe("EventSource: against a real server", () => {
       maxEventSize: 50,
       onReconnect: () => reconnects++,
     });
-    const error = await nextEvent<ErrorEvent>(source, "error");
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
     assert.ok(error.error instanceof RangeError);
     assert.equal(source.readyState, EventSource.CLOSED);
     assert.equal(reconnects, 0);
