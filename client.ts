@@ -191,8 +191,15 @@ export class ServerSentEventParser {
   /** NO_LINE, WHOLE_LINE, DATA_VALUE or SKIPPED_LINE: see their definitions. */
   #pendingMode = NO_LINE;
   #pending = "";
-  /** The UTF-8 size of `#pending` (always counted, see `#textBytes`). */
-  #pendingBytes = 0;
+  /**
+   * The pending line's first piece (from the text it started in), whose
+   * UTF-8 size is counted only when needed (`#pendingHeadBytes`, -1 until
+   * then), and the size of the whole texts that extended it (known from
+   * `#textBytes`, without a scan).
+   */
+  #pendingHead = "";
+  #pendingHeadBytes = -1;
+  #pendingRestBytes = 0;
   /** The data buffer, without the final LF the spec removes at dispatch. */
   #data = "";
   #hasData = false;
@@ -360,11 +367,20 @@ export class ServerSentEventParser {
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
     while (lf !== -1) {
-      if (lf === position) this.#dispatch();
+      if (lf === position) this.#dispatch(this.#takeData());
       else if (
         spellsData(text, position) && text.charCodeAt(position + 4) === COLON
-      ) this.#appendData(text.slice(valueStart(text, position + 5, lf), lf));
-      else if (
+      ) {
+        const value = text.slice(valueStart(text, position + 5, lf), lf);
+        if (
+          !this.#hasData && text.charCodeAt(lf + 1) === LF &&
+          value.length <= this.#uncountedLength
+        ) {
+          // A whole one-line event: its data needs no buffer.
+          this.#dispatch(value);
+          lf++;
+        } else this.#appendData(value);
+      } else if (
         spellsId(text, position) && text.charCodeAt(position + 2) === COLON
       ) this.#setId(text.slice(valueStart(text, position + 3, lf), lf));
       else if (
@@ -379,7 +395,7 @@ export class ServerSentEventParser {
 
   /** Processes the complete line `text[start, end)`: the spec's steps. */
   #line(text: string, start: number, end: number): void {
-    if (start === end) return this.#dispatch();
+    if (start === end) return this.#dispatch(this.#takeData());
     switch (lineKind(text, start, end)) {
       case DATA:
         return this.#appendData(fieldValue(text, start + 4, end));
@@ -405,15 +421,20 @@ export class ServerSentEventParser {
    */
   #keepPendingLine(text: string, position: number): void {
     if (this.#pendingMode === SKIPPED_LINE) return;
-    const piece = position === 0 ? text : text.slice(position);
-    const pieceBytes = position === 0 ? this.#textBytes : utf8Length(piece);
     if (this.#pendingMode === NO_LINE) {
       this.#pendingMode = WHOLE_LINE;
-      this.#pending = piece;
-      this.#pendingBytes = pieceBytes;
+      this.#pending = this.#pendingHead = position === 0
+        ? text
+        : text.slice(position);
+      this.#pendingHeadBytes = position === 0 ? this.#textBytes : -1;
+      this.#pendingRestBytes = 0;
+    } else if (position === 0) {
+      this.#pending += text;
+      this.#pendingRestBytes += this.#textBytes;
     } else {
+      const piece = text.slice(position);
       this.#pending += piece;
-      this.#pendingBytes += pieceBytes;
+      this.#pendingRestBytes += utf8Length(piece);
     }
     if (this.#pendingMode === WHOLE_LINE) {
       // What the line is may be known by now.
@@ -428,8 +449,9 @@ export class ServerSentEventParser {
         // `data:` and the optional space are ASCII: one byte each.
         const start = valueStart(line, 5, line.length);
         this.#pendingMode = DATA_VALUE;
-        this.#pending = line.slice(start);
-        this.#pendingBytes -= start;
+        this.#pending = this.#pendingHead = line.slice(start);
+        this.#pendingHeadBytes = -1;
+        this.#pendingRestBytes = 0;
       }
     }
     if (this.#data.length + this.#pending.length > this.#uncountedLength) {
@@ -448,7 +470,7 @@ export class ServerSentEventParser {
     // The size of a long data value is known from its pieces: not counted
     // again by scanning it.
     const bytes = mode === DATA_VALUE && line.length > this.#uncountedLength
-      ? this.#pendingBytes + utf8Length(rest)
+      ? this.#pendingBytes() + utf8Length(rest)
       : -1;
     this.#clearPendingLine();
     if (mode === DATA_VALUE) this.#appendData(line, bytes);
@@ -457,8 +479,15 @@ export class ServerSentEventParser {
 
   #clearPendingLine(): void {
     this.#pendingMode = NO_LINE;
-    this.#pending = "";
-    this.#pendingBytes = 0;
+    this.#pending = this.#pendingHead = "";
+  }
+
+  /** The UTF-8 size of the pending line. */
+  #pendingBytes(): number {
+    if (this.#pendingHeadBytes < 0) {
+      this.#pendingHeadBytes = utf8Length(this.#pendingHead);
+    }
+    return this.#pendingHeadBytes + this.#pendingRestBytes;
   }
 
   /**
@@ -488,14 +517,23 @@ export class ServerSentEventParser {
     if (value.indexOf("\0") === -1) this.#lastEventIdBuffer = value;
   }
 
-  /** The spec's "dispatch the event", at a blank line. */
-  #dispatch(): void {
+  /** Empties the data buffer; returns what it held, or undefined if nothing. */
+  #takeData(): string | undefined {
+    if (!this.#hasData) return undefined;
+    const data = this.#data;
+    this.#clearData();
+    return data;
+  }
+
+  /**
+   * The spec's "dispatch the event", at a blank line: `data` is what the data
+   * buffer held (undefined: nothing, so no event).
+   */
+  #dispatch(data: string | undefined): void {
     this.#lastEventId = this.#lastEventIdBuffer;
     const eventType = this.#eventType;
     this.#eventType = "";
-    if (!this.#hasData) return;
-    const data = this.#data;
-    this.#clearData();
+    if (data === undefined) return;
     this.#onEvent({
       type: eventType === "" ? "message" : eventType,
       data,
@@ -519,7 +557,7 @@ export class ServerSentEventParser {
     const pendingBytes = this.#pendingMode === WHOLE_LINE &&
         couldStartWith(this.#pending, "data:")
       ? 0
-      : this.#pendingBytes;
+      : this.#pendingBytes();
     const size = this.#dataBytes + pendingBytes;
     if (size > this.#maxEventSize) {
       this.#error = new RangeError(
