@@ -480,6 +480,7 @@ export class ServerSentEventParser {
   #clearPendingLine(): void {
     this.#pendingMode = NO_LINE;
     this.#pending = this.#pendingHead = "";
+    this.#pendingHeadBytes = this.#pendingRestBytes = 0;
   }
 
   /** The UTF-8 size of the pending line. */
