@@ -908,6 +908,23 @@ export class EventStreamErrorEvent extends Event {
 }
 
 /**
+ * A `MessageEvent` of an event stream: its `data` is a string. (A type of
+ * its own, as `MessageEvent` is generic only in the DOM library.)
+ */
+export type ServerSentMessageEvent = Omit<MessageEvent, "data"> & {
+  /** The event's data. */
+  readonly data: string;
+};
+
+/** The options `EventTarget.addEventListener` takes. */
+export type AddListenerOptions = Parameters<EventTarget["addEventListener"]>[2];
+
+/** The options `EventTarget.removeEventListener` takes. */
+export type RemoveListenerOptions = Parameters<
+  EventTarget["removeEventListener"]
+>[2];
+
+/**
  * A listener for events of type `E` dispatched on `T`: a function (called
  * with `this` set to `T`) or an object with `handleEvent`.
  */
@@ -922,7 +939,7 @@ export interface EventConsumerEventMap {
   /** The stream ended, failed or was closed. */
   close: CloseEvent;
   /** An event without an `event` field (or with `event: message`). */
-  message: MessageEvent<string>;
+  message: ServerSentMessageEvent;
 }
 
 /** The events an {@linkcode EventSource} dispatches besides messages. */
@@ -932,7 +949,7 @@ export interface EventSourceEventMap {
   /** The connection was lost or failed, or a hook threw. */
   error: EventStreamErrorEvent;
   /** An event without an `event` field (or with `event: message`). */
-  message: MessageEvent<string>;
+  message: ServerSentMessageEvent;
 }
 
 /** Whether a `Content-Type` value has the MIME essence `text/event-stream`. */
@@ -1033,7 +1050,7 @@ export interface EventConsumerOptions
 
 /** One `for await` loop over an {@linkcode EventConsumer}. */
 interface IteratorQueue {
-  events: MessageEvent<string>[];
+  events: ServerSentMessageEvent[];
   /** Resolves the pending `next()`, if one waits. */
   wake: (() => void) | null;
 }
@@ -1195,7 +1212,7 @@ export class EventConsumer extends EventTarget {
    * @returns An async iterator of the events.
    */
   async *[Symbol.asyncIterator](): AsyncGenerator<
-    MessageEvent<string>,
+    ServerSentMessageEvent,
     void,
     undefined
   > {
@@ -1239,7 +1256,7 @@ export class EventConsumer extends EventTarget {
     listener:
       | TypedEventListener<EventConsumer, EventConsumerEventMap[K]>
       | null,
-    options?: boolean | AddEventListenerOptions,
+    options?: AddListenerOptions,
   ): void;
   /**
    * Adds a listener for the stream's events of the given type (and starts
@@ -1251,14 +1268,14 @@ export class EventConsumer extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: TypedEventListener<EventConsumer, MessageEvent<string>> | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: TypedEventListener<EventConsumer, ServerSentMessageEvent> | null,
+    options?: AddListenerOptions,
   ): void;
   override addEventListener(
     type: string,
     // deno-lint-ignore no-explicit-any
     listener: any,
-    options?: boolean | AddEventListenerOptions,
+    options?: AddListenerOptions,
   ): void {
     super.addEventListener(type, listener, options);
     this.#start();
@@ -1276,7 +1293,7 @@ export class EventConsumer extends EventTarget {
     listener:
       | TypedEventListener<EventConsumer, EventConsumerEventMap[K]>
       | null,
-    options?: boolean | EventListenerOptions,
+    options?: RemoveListenerOptions,
   ): void;
   /**
    * Removes a listener for the stream's events of the given type.
@@ -1287,14 +1304,14 @@ export class EventConsumer extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: TypedEventListener<EventConsumer, MessageEvent<string>> | null,
-    options?: boolean | EventListenerOptions,
+    listener: TypedEventListener<EventConsumer, ServerSentMessageEvent> | null,
+    options?: RemoveListenerOptions,
   ): void;
   override removeEventListener(
     type: string,
     // deno-lint-ignore no-explicit-any
     listener: any,
-    options?: boolean | EventListenerOptions,
+    options?: RemoveListenerOptions,
   ): void {
     super.removeEventListener(type, listener, options);
   }
@@ -1662,13 +1679,16 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  *
  * @example Errors carry a status and a message
  * ```ts
- * import { EventSource } from "@ssekit/sse/client";
+ * import {
+ *   EventSource,
+ *   type EventStreamErrorEvent,
+ * } from "@ssekit/sse/client";
  * import { equal } from "node:assert/strict";
  *
  * const source = new EventSource("https://example.com/events", {
  *   fetch: () => Promise.resolve(new Response("busy", { status: 503 })),
  * });
- * const error = await new Promise<{ status?: number; message: string }>(
+ * const error = await new Promise<EventStreamErrorEvent>(
  *   (resolve) => (source.onerror = resolve),
  * );
  * equal(error.status, 503);
@@ -1867,13 +1887,13 @@ export class EventSource extends EventTarget {
    * only. Setting `null` (or a non-function) removes it.
    */
   get onmessage():
-    | ((this: EventSource, event: MessageEvent<string>) => unknown)
+    | ((this: EventSource, event: ServerSentMessageEvent) => unknown)
     | null {
     return this.#getHandler("message");
   }
   set onmessage(
     handler:
-      | ((this: EventSource, event: MessageEvent<string>) => unknown)
+      | ((this: EventSource, event: ServerSentMessageEvent) => unknown)
       | null,
   ) {
     this.#setHandler("message", handler);
@@ -1923,7 +1943,7 @@ export class EventSource extends EventTarget {
   override addEventListener<K extends keyof EventSourceEventMap>(
     type: K,
     listener: TypedEventListener<EventSource, EventSourceEventMap[K]> | null,
-    options?: boolean | AddEventListenerOptions,
+    options?: AddListenerOptions,
   ): void;
   /**
    * Adds a listener for the stream's events of the given type.
@@ -1934,14 +1954,14 @@ export class EventSource extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: TypedEventListener<EventSource, MessageEvent<string>> | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: TypedEventListener<EventSource, ServerSentMessageEvent> | null,
+    options?: AddListenerOptions,
   ): void;
   override addEventListener(
     type: string,
     // deno-lint-ignore no-explicit-any
     listener: any,
-    options?: boolean | AddEventListenerOptions,
+    options?: AddListenerOptions,
   ): void {
     super.addEventListener(type, listener, options);
   }
@@ -1956,7 +1976,7 @@ export class EventSource extends EventTarget {
   override removeEventListener<K extends keyof EventSourceEventMap>(
     type: K,
     listener: TypedEventListener<EventSource, EventSourceEventMap[K]> | null,
-    options?: boolean | EventListenerOptions,
+    options?: RemoveListenerOptions,
   ): void;
   /**
    * Removes a listener for the stream's events of the given type.
@@ -1967,14 +1987,14 @@ export class EventSource extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: TypedEventListener<EventSource, MessageEvent<string>> | null,
-    options?: boolean | EventListenerOptions,
+    listener: TypedEventListener<EventSource, ServerSentMessageEvent> | null,
+    options?: RemoveListenerOptions,
   ): void;
   override removeEventListener(
     type: string,
     // deno-lint-ignore no-explicit-any
     listener: any,
-    options?: boolean | EventListenerOptions,
+    options?: RemoveListenerOptions,
   ): void {
     super.removeEventListener(type, listener, options);
   }
@@ -2148,7 +2168,7 @@ export class EventSource extends EventTarget {
       });
     }
     while (true) {
-      let result: ReadableStreamReadResult<Uint8Array>;
+      let result: Awaited<ReturnType<typeof reader.read>>;
       try {
         result = await reader.read();
       } catch (error) {
