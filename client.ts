@@ -1569,8 +1569,9 @@ export interface EventSourceOptions {
    */
   maxEventSize?: number;
   /**
-   * Milliseconds an attempt may wait for the response headers. When they do
-   * not come in time, the request is aborted and the attempt counts as
+   * Milliseconds an attempt may wait for the response headers (counting
+   * from its start, a `headers` function included). When they do not come
+   * in time, the request is aborted and the attempt counts as
    * failed: `error` (with a `TimeoutError`), then a reconnection with
    * backoff. `0` disables it.
    *
@@ -2060,20 +2061,21 @@ export class EventSource extends EventTarget {
   async #run(attempt: Attempt): Promise<void> {
     const n = ++this.#attempts;
     let response: Response;
+    if (this.#connectTimeout !== 0) {
+      // Covers the headers function too: the attempt as a whole.
+      attempt.connectTimer = setTimeout(() => {
+        if (this.#attempt !== attempt) return;
+        this.#reestablish(
+          timeoutError(
+            `EventSource ${this.#url.href}: no response within ${this.#connectTimeout} ms (connectTimeout)`,
+          ),
+          true,
+        );
+      }, this.#connectTimeout);
+    }
     try {
       const headers = await this.#requestHeaders(n);
       if (this.#attempt !== attempt) return;
-      if (this.#connectTimeout !== 0) {
-        attempt.connectTimer = setTimeout(() => {
-          if (this.#attempt !== attempt) return;
-          this.#reestablish(
-            timeoutError(
-              `EventSource ${this.#url.href}: no response within ${this.#connectTimeout} ms (connectTimeout)`,
-            ),
-            true,
-          );
-        }, this.#connectTimeout);
-      }
       response = await this.#fetch(this.#url, {
         method: this.#method,
         headers,
