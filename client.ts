@@ -362,7 +362,7 @@ export class ServerSentEventParser {
   /**
    * The hot path for the usual CR-free text: processes every LF-terminated
    * line from `position` and returns where the unterminated rest starts.
-   * Data lines, the usual line, skip `#line`'s dispatch on the field.
+   * Data, id and event lines, the usual ones, skip `#line`'s switch.
    */
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
