@@ -421,7 +421,19 @@ export class ServerSentEventParser {
    */
   #keepPendingLine(text: string, position: number): void {
     if (this.#pendingMode === SKIPPED_LINE) return;
-    if (this.#pendingMode === NO_LINE) {
+    if (
+      this.#pendingMode === NO_LINE && spellsData(text, position) &&
+      text.charCodeAt(position + 4) === COLON && position + 5 < text.length
+    ) {
+      // The usual case, a data line with a character of its value here:
+      // keep the value only, in one slice (`data:` and a space are ASCII, so
+      // its size is the text's minus its index).
+      const start = valueStart(text, position + 5, text.length);
+      this.#pendingMode = DATA_VALUE;
+      this.#pending = this.#pendingHead = text.slice(start);
+      this.#pendingHeadBytes = position === 0 ? this.#textBytes - start : -1;
+      this.#pendingRestBytes = 0;
+    } else if (this.#pendingMode === NO_LINE) {
       this.#pendingMode = WHOLE_LINE;
       this.#pending = this.#pendingHead = position === 0
         ? text
