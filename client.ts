@@ -104,6 +104,9 @@ const DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024;
 const LF = 0x0a;
 const COLON = 0x3a;
 const SPACE = 0x20;
+const D = 0x64; // d
+const E = 0x65; // e
+const I = 0x69; // i
 
 // What a line is, from its first characters (the spec's "process the field"
 // by field name; a line starting with a colon is a comment).
@@ -274,21 +277,29 @@ export class ServerSentEventParser {
    * 4 bytes of a chunk tell, or shorter chunks with what was held before.
    */
   #trackHeldBytes(chunk: Uint8Array): void {
+    const length = chunk.length;
     let i = 0;
-    if (chunk.length >= 4) {
-      i = chunk.length - 4;
-      this.#heldBytes = 0;
-    }
-    for (; i < chunk.length; i++) {
-      const byte = chunk[i]!;
-      if (byte < 0x80) this.#heldBytes = 0;
-      else if (byte >= 0xc0) {
-        this.#heldBytes = 1;
-        this.#heldNeeds = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : 2;
-      } else if (this.#heldBytes > 0 && ++this.#heldBytes === this.#heldNeeds) {
+    let held = this.#heldBytes;
+    if (length >= 4) {
+      // The usual end, ASCII, holds nothing back.
+      if (chunk[length - 1]! < 0x80) {
         this.#heldBytes = 0;
+        return;
       }
+      i = length - 4;
+      held = 0;
     }
+    let needs = this.#heldNeeds;
+    for (; i < length; i++) {
+      const byte = chunk[i]!;
+      if (byte < 0x80) held = 0;
+      else if (byte >= 0xc0) {
+        held = 1;
+        needs = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : 2;
+      } else if (held > 0 && ++held === needs) held = 0;
+    }
+    this.#heldBytes = held;
+    this.#heldNeeds = needs;
   }
 
   /**
@@ -367,10 +378,10 @@ export class ServerSentEventParser {
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
     while (lf !== -1) {
+      // The first character picks the test (a cheap filter before each).
+      const first = text.charCodeAt(position);
       if (lf === position) this.#dispatch(this.#takeData());
-      else if (
-        spellsData(text, position) && text.charCodeAt(position + 4) === COLON
-      ) {
+      else if (first === D && text.startsWith("data:", position)) {
         const value = text.slice(valueStart(text, position + 5, lf), lf);
         if (
           !this.#hasData && text.charCodeAt(lf + 1) === LF &&
@@ -380,13 +391,11 @@ export class ServerSentEventParser {
           this.#dispatch(value);
           lf++;
         } else this.#appendData(value);
-      } else if (
-        spellsId(text, position) && text.charCodeAt(position + 2) === COLON
-      ) this.#setId(text.slice(valueStart(text, position + 3, lf), lf));
-      else if (
-        spellsEvent(text, position) && text.charCodeAt(position + 5) === COLON
-      ) this.#eventType = text.slice(valueStart(text, position + 6, lf), lf);
-      else this.#line(text, position, lf);
+      } else if (first === I && text.startsWith("id:", position)) {
+        this.#setId(text.slice(valueStart(text, position + 3, lf), lf));
+      } else if (first === E && text.startsWith("event:", position)) {
+        this.#eventType = text.slice(valueStart(text, position + 6, lf), lf);
+      } else this.#line(text, position, lf);
       position = lf + 1;
       lf = text.indexOf("\n", position);
     }
@@ -422,8 +431,8 @@ export class ServerSentEventParser {
   #keepPendingLine(text: string, position: number): void {
     if (this.#pendingMode === SKIPPED_LINE) return;
     if (
-      this.#pendingMode === NO_LINE && spellsData(text, position) &&
-      text.charCodeAt(position + 4) === COLON && position + 5 < text.length
+      this.#pendingMode === NO_LINE && text.startsWith("data:", position) &&
+      position + 5 < text.length
     ) {
       // The usual case, a data line with a character of its value here:
       // keep the value only, in one slice (`data:` and a space are ASCII, so
@@ -581,38 +590,6 @@ export class ServerSentEventParser {
   }
 }
 
-/** Whether `text` spells the field name `data` at `at`. */
-function spellsData(text: string, at: number): boolean {
-  return text.charCodeAt(at) === 0x64 && // d
-    text.charCodeAt(at + 1) === 0x61 && // a
-    text.charCodeAt(at + 2) === 0x74 && // t
-    text.charCodeAt(at + 3) === 0x61; // a
-}
-
-/** Whether `text` spells the field name `event` at `at`. */
-function spellsEvent(text: string, at: number): boolean {
-  return text.charCodeAt(at) === 0x65 && // e
-    text.charCodeAt(at + 1) === 0x76 && // v
-    text.charCodeAt(at + 2) === 0x65 && // e
-    text.charCodeAt(at + 3) === 0x6e && // n
-    text.charCodeAt(at + 4) === 0x74; // t
-}
-
-/** Whether `text` spells the field name `id` at `at`. */
-function spellsId(text: string, at: number): boolean {
-  return text.charCodeAt(at) === 0x69 && // i
-    text.charCodeAt(at + 1) === 0x64; // d
-}
-
-/** Whether `text` spells the field name `retry` at `at`. */
-function spellsRetry(text: string, at: number): boolean {
-  return text.charCodeAt(at) === 0x72 && // r
-    text.charCodeAt(at + 1) === 0x65 && // e
-    text.charCodeAt(at + 2) === 0x74 && // t
-    text.charCodeAt(at + 3) === 0x72 && // r
-    text.charCodeAt(at + 4) === 0x79; // y
-}
-
 /**
  * Whether the field name that started before `at` ends there: at a colon,
  * or at the end of the line (a line without a colon is all name).
@@ -625,16 +602,20 @@ function nameEndsAt(text: string, at: number, end: number): boolean {
  * What the non-empty line `text[start, end)` is: DATA, EVENT, ID or RETRY
  * (the name, exactly and case-sensitively), COMMENT, or IGNORED (any other
  * field). Reading past `end` is safe: a line end or nothing follows it, and
- * neither spells a name.
+ * neither is part of a name.
  */
 function lineKind(text: string, start: number, end: number): number {
   if (text.charCodeAt(start) === COLON) return COMMENT;
-  if (spellsData(text, start) && nameEndsAt(text, start + 4, end)) return DATA;
-  if (spellsEvent(text, start) && nameEndsAt(text, start + 5, end)) {
+  if (text.startsWith("data", start) && nameEndsAt(text, start + 4, end)) {
+    return DATA;
+  }
+  if (text.startsWith("event", start) && nameEndsAt(text, start + 5, end)) {
     return EVENT;
   }
-  if (spellsId(text, start) && nameEndsAt(text, start + 2, end)) return ID;
-  if (spellsRetry(text, start) && nameEndsAt(text, start + 5, end)) {
+  if (text.startsWith("id", start) && nameEndsAt(text, start + 2, end)) {
+    return ID;
+  }
+  if (text.startsWith("retry", start) && nameEndsAt(text, start + 5, end)) {
     return RETRY;
   }
   return IGNORED;
