@@ -104,9 +104,6 @@ const DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024;
 const LF = 0x0a;
 const COLON = 0x3a;
 const SPACE = 0x20;
-const D = 0x64; // d
-const E = 0x65; // e
-const I = 0x69; // i
 
 // What a line is, from its first characters (the spec's "process the field"
 // by field name; a line starting with a colon is a comment).
@@ -378,10 +375,8 @@ export class ServerSentEventParser {
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
     while (lf !== -1) {
-      // The first character picks the test (a cheap filter before each).
-      const first = text.charCodeAt(position);
       if (lf === position) this.#dispatch(this.#takeData());
-      else if (first === D && text.startsWith("data:", position)) {
+      else if (startsWithDataColon(text, position)) {
         const value = text.slice(valueStart(text, position + 5, lf), lf);
         if (
           !this.#hasData && text.charCodeAt(lf + 1) === LF &&
@@ -391,9 +386,9 @@ export class ServerSentEventParser {
           this.#dispatch(value);
           lf++;
         } else this.#appendData(value);
-      } else if (first === I && text.startsWith("id:", position)) {
+      } else if (startsWithIdColon(text, position)) {
         this.#setId(text.slice(valueStart(text, position + 3, lf), lf));
-      } else if (first === E && text.startsWith("event:", position)) {
+      } else if (startsWithEventColon(text, position)) {
         this.#eventType = text.slice(valueStart(text, position + 6, lf), lf);
       } else this.#line(text, position, lf);
       position = lf + 1;
@@ -588,6 +583,35 @@ export class ServerSentEventParser {
       throw this.#error;
     }
   }
+}
+
+// The hot path's tests of how a line starts, in char codes: `startsWith` is
+// a builtin call that V8 does not inline, which cost 15% on small events.
+
+/** Whether the line at `at` starts with `data:`. */
+function startsWithDataColon(text: string, at: number): boolean {
+  return text.charCodeAt(at) === 0x64 && // d
+    text.charCodeAt(at + 1) === 0x61 && // a
+    text.charCodeAt(at + 2) === 0x74 && // t
+    text.charCodeAt(at + 3) === 0x61 && // a
+    text.charCodeAt(at + 4) === COLON;
+}
+
+/** Whether the line at `at` starts with `id:`. */
+function startsWithIdColon(text: string, at: number): boolean {
+  return text.charCodeAt(at) === 0x69 && // i
+    text.charCodeAt(at + 1) === 0x64 && // d
+    text.charCodeAt(at + 2) === COLON;
+}
+
+/** Whether the line at `at` starts with `event:`. */
+function startsWithEventColon(text: string, at: number): boolean {
+  return text.charCodeAt(at) === 0x65 && // e
+    text.charCodeAt(at + 1) === 0x76 && // v
+    text.charCodeAt(at + 2) === 0x65 && // e
+    text.charCodeAt(at + 3) === 0x6e && // n
+    text.charCodeAt(at + 4) === 0x74 && // t
+    text.charCodeAt(at + 5) === COLON;
 }
 
 /**
