@@ -7,7 +7,9 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import process from "node:process";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { listenOnLoopback } from "./_server_test_utils.ts";
 import { type ServerSentEvent, ServerSentEventParser } from "./client.ts";
@@ -281,4 +283,50 @@ export function deferred<T = void>(): {
   let resolve!: (value: T) => void;
   const promise = new Promise<T>((r) => (resolve = r));
   return { promise, resolve };
+}
+
+/** Rejections nobody handled, recorded by {@linkcode trapUnhandledRejections}. */
+const unhandled: unknown[] = [];
+let trapped = false;
+
+/**
+ * Installs a process-level trap for unhandled promise rejections, on Deno
+ * (`unhandledrejection` on globalThis), Bun and Node
+ * (`process.on("unhandledRejection")`): each one is recorded, printed, and
+ * sets a failing exit code, so the test file fails even when no test is
+ * running at that moment. Call it at the top of a test file, and
+ * {@linkcode assertNoUnhandledRejections} in its last test.
+ */
+export function trapUnhandledRejections(): void {
+  if (trapped) return;
+  trapped = true;
+  const record = (reason: unknown) => {
+    unhandled.push(reason);
+    console.error("unhandled rejection:", reason);
+    process.exitCode = 1;
+  };
+  const g = globalThis as {
+    Deno?: unknown;
+    addEventListener?: (
+      type: string,
+      listener: (event: Event & { reason?: unknown }) => void,
+    ) => void;
+  };
+  if (g.Deno && typeof g.addEventListener === "function") {
+    g.addEventListener("unhandledrejection", (event) => {
+      event.preventDefault();
+      record(event.reason);
+    });
+  } else {
+    process.on("unhandledRejection", record);
+  }
+}
+
+/**
+ * Fails when the trap recorded an unhandled rejection (after letting pending
+ * ones surface: rejections are reported after a macrotask).
+ */
+export async function assertNoUnhandledRejections(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(unhandled, [], "unhandled rejections during the file");
 }

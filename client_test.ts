@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   EventConsumer,
   EventSource,
+  EventStreamErrorEvent,
   type ParsedEventStreamChunk,
   type ScheduledReconnection,
   type ServerSentEvent,
@@ -10,13 +11,18 @@ import {
   ServerSentEventParserStream,
 } from "./client.ts";
 import {
+  assertNoUnhandledRejections,
   deferred,
   headerAsUtf8,
   nextEvent,
   parse,
   type Parsed,
   serve,
+  trapUnhandledRejections,
 } from "./_client_test_utils.ts";
+
+// Anything the client leaves unhandled fails this file (see the last test).
+trapUnhandledRejections();
 
 // ---------------------------------------------------------------------------
 // Parser
@@ -701,7 +707,7 @@ describe("EventConsumer: events", () => {
     );
     consumer.addEventListener(
       "error",
-      (e) => order.push(`error ${(e as ErrorEvent).error.message}`),
+      (e) => order.push(`error ${(e.error as Error).message}`),
     );
     const closed = nextEvent<CloseEvent>(consumer, "close");
     source.send("data: a\n\n");
@@ -718,7 +724,7 @@ describe("EventConsumer: events", () => {
     const consumer = new EventConsumer(eventStreamResponse(source.body), {
       maxEventSize: 4,
     });
-    const error = nextEvent<ErrorEvent>(consumer, "error");
+    const error = nextEvent<EventStreamErrorEvent>(consumer, "error");
     source.send("data: 0123456789");
     assert.ok((await error).error instanceof RangeError);
     assert.ok(/maxEventSize/.test(String(await source.cancelled)));
@@ -1006,8 +1012,8 @@ describe("EventSource: reconnect policy (fetch double)", () => {
       reconnect: { initialDelay: 1, jitter: 0 },
       onReconnect: (r) => reconnections.push(r),
     });
-    const firstError = await nextEvent<ErrorEvent>(source, "error");
-    assert.equal(firstError.error.message, "token refresh failed");
+    const firstError = await nextEvent<EventStreamErrorEvent>(source, "error");
+    assert.equal(firstError.message, "token refresh failed");
     assert.equal(source.readyState, EventSource.CONNECTING);
     const message = await nextEvent<MessageEvent>(source, "message");
     assert.equal(message.lastEventId, "resume-from-here");
@@ -1174,7 +1180,7 @@ describe("EventSource: against a real server", () => {
       });
       let opened = false;
       source.onopen = () => (opened = true);
-      const error = await nextEvent<ErrorEvent>(source, "error");
+      const error = await nextEvent<EventStreamErrorEvent>(source, "error");
       assert.equal(source.readyState, EventSource.CLOSED, `status ${status}`);
       assert.match(error.message, new RegExp(`status ${status}`));
       assert.equal(opened, false);
@@ -1195,7 +1201,7 @@ describe("EventSource: against a real server", () => {
     });
     const messages: string[] = [];
     source.onmessage = (e) => messages.push(e.data);
-    const error = await nextEvent<ErrorEvent>(source, "error");
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
     assert.equal(source.readyState, EventSource.CLOSED);
     assert.match(error.message, /"text\/plain".*expected "text\/event-stream"/);
     assert.deepEqual(messages, []);
@@ -1381,7 +1387,7 @@ describe("EventSource: against a real server", () => {
       maxEventSize: 50,
       onReconnect: () => reconnects++,
     });
-    const error = await nextEvent<ErrorEvent>(source, "error");
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
     assert.ok(error.error instanceof RangeError);
     assert.equal(source.readyState, EventSource.CLOSED);
     assert.equal(reconnects, 0);
@@ -1402,5 +1408,454 @@ describe("EventSource: against a real server", () => {
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(seen, ["a"]);
     await server.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Issue 14: each scenario failed on the earlier code
+// ---------------------------------------------------------------------------
+
+describe("ServerSentEventParser: maxEventSize counts bytes, not ignored lines", () => {
+  const bytes = encoder.encode("data: é€😀x\ndata: ü\n\n"); // data: 13 bytes
+  for (const [name, chunking] of chunkings) {
+    test(`data of exactly the limit in bytes passes, one byte more throws (${name})`, () => {
+      const events: ServerSentEvent[] = [];
+      const atLimit = new ServerSentEventParser({
+        onEvent: (e) => events.push(e),
+        maxEventSize: 13,
+      });
+      for (const chunk of chunking(bytes)) atLimit.push(chunk);
+      assert.deepEqual(events, [message("é€😀x\nü")]);
+      const below = new ServerSentEventParser({
+        onEvent() {},
+        maxEventSize: 12,
+      });
+      assert.throws(
+        () => {
+          for (const chunk of chunking(bytes)) below.push(chunk);
+        },
+        (e) => e instanceof RangeError && /13 bytes/.test(e.message),
+      );
+    });
+    test(`a long unknown field or comment split across chunks is neither kept nor counted (${name})`, () => {
+      const events: ServerSentEvent[] = [];
+      const parser = new ServerSentEventParser({
+        onEvent: (e) => events.push(e),
+        maxEventSize: 10,
+      });
+      const input = encoder.encode(
+        `foo: ${"f".repeat(100)}\n: ${"c".repeat(100)}\ndata: a\n\n`,
+      );
+      for (const chunk of chunking(input)) parser.push(chunk);
+      assert.deepEqual(events, [message("a")]);
+    });
+  }
+  test("random multi-byte events in random chunks: the exact size passes, one byte less throws", () => {
+    const next = random(14);
+    const alphabet = ["a", "é", "€", "😀", " ", ":"];
+    for (let round = 0; round < 200; round++) {
+      const lines = Array.from(
+        { length: 1 + Math.floor(next() * 3) },
+        () =>
+          Array.from(
+            { length: Math.floor(next() * 6) },
+            () => alphabet[Math.floor(next() * alphabet.length)],
+          ).join(""),
+      );
+      const data = lines.join("\n");
+      const size = encoder.encode(data).length;
+      const input = encoder.encode(
+        lines.map((l) => `data: ${l}\n`).join("") + "\n",
+      );
+      const chunks: Uint8Array[] = [];
+      for (let i = 0; i < input.length;) {
+        const n = 1 + Math.floor(next() * 5);
+        chunks.push(input.subarray(i, i + n));
+        i += n;
+      }
+      const events: ServerSentEvent[] = [];
+      const exact = new ServerSentEventParser({
+        onEvent: (e) => events.push(e),
+        maxEventSize: Math.max(size, 1),
+      });
+      for (const chunk of chunks) exact.push(chunk);
+      assert.deepEqual(events, [message(data)], `round ${round}`);
+      if (size > 1) {
+        const less = new ServerSentEventParser({
+          onEvent() {},
+          maxEventSize: size - 1,
+        });
+        assert.throws(
+          () => {
+            for (const chunk of chunks) less.push(chunk);
+          },
+          RangeError,
+          `round ${round}`,
+        );
+      }
+    }
+  });
+  test("an unterminated multi-byte data line over the limit throws", () => {
+    // Ten characters, twenty bytes, in chunks that cut the characters.
+    const input = encoder.encode(`data: ${"é".repeat(10)}`);
+    const parser = new ServerSentEventParser({
+      onEvent() {},
+      maxEventSize: 19,
+    });
+    assert.throws(() => {
+      for (let i = 0; i < input.length; i += 3) {
+        parser.push(input.subarray(i, i + 3));
+      }
+    }, (e) => e instanceof RangeError && /20 bytes/.test(e.message));
+  });
+});
+
+describe("options are checked by the constructors", () => {
+  const fetchNever = () => new Promise<Response>(() => {});
+  const cases: [string, () => unknown, RegExp][] = [
+    [
+      "EventSource maxEventSize 0",
+      () => new EventSource("http://127.0.0.1:1/", { maxEventSize: 0 }),
+      /Invalid maxEventSize 0: expected a positive integer/,
+    ],
+    [
+      "EventConsumer maxEventSize -5",
+      () =>
+        new EventConsumer(eventStreamResponse("data: a\n\n"), {
+          maxEventSize: -5,
+        }),
+      /Invalid maxEventSize -5/,
+    ],
+    [
+      "initialDelay -1",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          reconnect: { initialDelay: -1 },
+        }),
+      /Invalid reconnect\.initialDelay -1: expected a finite number, 0 or more/,
+    ],
+    [
+      "initialDelay NaN",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          reconnect: { initialDelay: NaN },
+        }),
+      /Invalid reconnect\.initialDelay NaN/,
+    ],
+    [
+      "factor NaN",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          reconnect: { factor: NaN },
+        }),
+      /Invalid reconnect\.factor NaN: expected a finite number, 1 or more/,
+    ],
+    [
+      "maxDelay -5",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          reconnect: { maxDelay: -5 },
+        }),
+      /Invalid reconnect\.maxDelay -5/,
+    ],
+    [
+      "jitter 2",
+      () =>
+        new EventSource("http://127.0.0.1:1/", { reconnect: { jitter: 2 } }),
+      /Invalid reconnect\.jitter 2: expected a fraction from 0 to 1/,
+    ],
+    [
+      "maxAttempts 0",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          reconnect: { maxAttempts: 0 },
+        }),
+      /Invalid reconnect\.maxAttempts 0/,
+    ],
+    [
+      "a ReadableStream body",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          method: "POST",
+          body: new ReadableStream(),
+          fetch: fetchNever,
+        }),
+      /Invalid body \(a stream\): expected a body that can be sent again/,
+    ],
+    [
+      "lastEventId with LF",
+      () => new EventSource("http://127.0.0.1:1/", { lastEventId: "a\nb" }),
+      /Invalid lastEventId "a\\nb": expected a string without CR, LF or NUL/,
+    ],
+    [
+      "lastEventId with CR",
+      () => new EventSource("http://127.0.0.1:1/", { lastEventId: "a\rb" }),
+      /Invalid lastEventId "a\\rb"/,
+    ],
+    [
+      "connectTimeout -1",
+      () => new EventSource("http://127.0.0.1:1/", { connectTimeout: -1 }),
+      /Invalid connectTimeout -1: expected a number of milliseconds/,
+    ],
+    [
+      "EventConsumer idleTimeout NaN",
+      () =>
+        new EventConsumer(eventStreamResponse("data: a\n\n"), {
+          idleTimeout: NaN,
+        }),
+      /Invalid idleTimeout NaN/,
+    ],
+    [
+      "an invalid header name",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          headers: { "bad header": "x" },
+        }),
+      /Invalid headers/,
+    ],
+    [
+      "method TRACE",
+      () => new EventSource("http://127.0.0.1:1/", { method: "TRACE" }),
+      /Invalid method "TRACE"/,
+    ],
+    [
+      "onReconnect not a function",
+      () =>
+        new EventSource("http://127.0.0.1:1/", {
+          onReconnect: 5 as unknown as () => void,
+        }),
+      /Invalid onReconnect 5: expected a function/,
+    ],
+  ];
+  for (const [name, construct, message] of cases) {
+    test(name, () =>
+      assert.throws(() => {
+        // Should it not throw, what it made must not run on.
+        (construct() as { close?(): void }).close?.();
+      }, message));
+  }
+});
+
+describe("EventConsumer: nothing is lost before the first read", () => {
+  test("an await between creating and iterating loses no event", async () => {
+    const consumer = new EventConsumer(
+      eventStreamResponse("data: a\n\ndata: b\n\n"),
+    );
+    await Promise.resolve();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const seen: string[] = [];
+    for await (const event of consumer) seen.push(event.data);
+    assert.deepEqual(seen, ["a", "b"]);
+  });
+  test("waiting 50 ms before listening, against a real server, loses no event", async () => {
+    const server = await serve(() => ({ body: "data: 1\n\ndata: 2\n\n" }));
+    try {
+      const consumer = new EventConsumer(await fetch(server.origin));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const seen: string[] = [];
+      consumer.addEventListener("message", (e) => seen.push(e.data));
+      if (!consumer.closed) await nextEvent(consumer, "close");
+      assert.deepEqual(seen, ["1", "2"]);
+    } finally {
+      await server.close();
+    }
+  });
+  test("an idle timeout fails a silent stream with a TimeoutError", async () => {
+    const body = controlledBody();
+    const consumer = new EventConsumer(eventStreamResponse(body.body), {
+      idleTimeout: 30,
+    });
+    const error = nextEvent<EventStreamErrorEvent>(consumer, "error");
+    const close = nextEvent<CloseEvent>(consumer, "close");
+    body.send("data: a\n\n");
+    const event = await error;
+    assert.equal((event.error as Error).name, "TimeoutError");
+    assert.match(event.message, /no bytes for 30 ms/);
+    assert.equal((await close).wasClean, false);
+    await body.cancelled;
+  });
+});
+
+describe("EventSource: nothing can crash the host", () => {
+  test("a throwing onReconnect is an error event and reconnection goes on", async () => {
+    let fetches = 0;
+    const errors: EventStreamErrorEvent[] = [];
+    const second = deferred();
+    const source = new EventSource("https://api.example/stream", {
+      reconnect: { initialDelay: 1 },
+      fetch: () => {
+        if (++fetches === 2) second.resolve();
+        return Promise.resolve(eventStreamResponse("data: a\n\n"));
+      },
+      onReconnect: () => {
+        throw new Error("hook failed");
+      },
+    });
+    source.addEventListener("error", (e) => errors.push(e));
+    await second.promise;
+    source.close();
+    assert.ok(errors.some((e) => (e.error as Error).message === "hook failed"));
+    assert.equal(
+      errors.find((e) =>
+        e.error instanceof Error && e.error.message === "hook failed"
+      )?.message,
+      "hook failed",
+    );
+  });
+  test("maxEventSize over the limit fails the connection without a rejection", async () => {
+    const source = new EventSource("https://api.example/stream", {
+      maxEventSize: 4,
+      fetch: () => Promise.resolve(eventStreamResponse("data: 12345\n\n")),
+    });
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
+    assert.ok(error.error instanceof RangeError);
+    assert.equal(source.readyState, EventSource.CLOSED);
+  });
+});
+
+describe("EventSource: close() and timeouts", () => {
+  test("close() cancels the body even when fetch ignores the abort signal", async () => {
+    const body = controlledBody();
+    const source = new EventSource("https://api.example/stream", {
+      // Ignores init.signal, as test doubles and caches do.
+      fetch: () => Promise.resolve(eventStreamResponse(body.body)),
+    });
+    await nextEvent(source, "open");
+    body.send("data: a\n\n");
+    await nextEvent(source, "message");
+    source.close();
+    await body.cancelled;
+    assert.equal(body.body.locked, true);
+  });
+  test("a response arriving after close() is cancelled", async () => {
+    const body = controlledBody();
+    const answer = deferred<Response>();
+    const source = new EventSource("https://api.example/stream", {
+      fetch: () => answer.promise,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    source.close();
+    answer.resolve(eventStreamResponse(body.body));
+    await body.cancelled;
+  });
+  test("connectTimeout: no headers in time is a failed attempt (error, then a reconnection)", async () => {
+    const signals: AbortSignal[] = [];
+    const reconnections: ScheduledReconnection[] = [];
+    const second = deferred();
+    const source = new EventSource("https://api.example/stream", {
+      connectTimeout: 20,
+      reconnect: { initialDelay: 1, jitter: 0 },
+      fetch: (_url, init) => {
+        signals.push(init.signal!);
+        if (signals.length === 2) second.resolve();
+        return new Promise<Response>(() => {}); // never answers
+      },
+      onReconnect: (r) => reconnections.push(r),
+    });
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
+    assert.equal((error.error as Error).name, "TimeoutError");
+    assert.match(error.message, /no response within 20 ms/);
+    assert.equal(error.status, undefined);
+    assert.equal(source.readyState, EventSource.CONNECTING);
+    assert.equal(signals[0]!.aborted, true);
+    await second.promise;
+    source.close();
+    assert.equal(reconnections[0]!.failures, 1);
+  });
+  test("idleTimeout: a silent open stream is dropped and reconnected", async () => {
+    const server = await serve(() => ({ body: "data: a\n\n", hold: true }));
+    try {
+      const source = new EventSource(server.origin, {
+        idleTimeout: 50,
+        reconnect: { initialDelay: 1 },
+      });
+      await nextEvent(source, "message");
+      const error = await nextEvent<EventStreamErrorEvent>(source, "error");
+      assert.equal((error.error as Error).name, "TimeoutError");
+      assert.match(error.message, /no bytes for 50 ms/);
+      assert.equal(source.readyState, EventSource.CONNECTING);
+      await nextEvent(source, "open");
+      source.close();
+      assert.equal(server.requests.length, 2);
+    } finally {
+      await server.close();
+    }
+  });
+  test("an abort through signal: CLOSED and exactly one error event", async () => {
+    const server = await serve(() => ({ body: "data: a\n\n", hold: true }));
+    try {
+      const controller = new AbortController();
+      const source = new EventSource(server.origin, {
+        signal: controller.signal,
+      });
+      const errors: EventStreamErrorEvent[] = [];
+      source.addEventListener("error", (e) => errors.push(e));
+      await nextEvent(source, "message");
+      controller.abort(new Error("user left"));
+      assert.equal(source.readyState, EventSource.CLOSED);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(errors.length, 1);
+      assert.equal((errors[0]!.error as Error).message, "user left");
+    } finally {
+      await server.close();
+    }
+  });
+  test("an already aborted signal: CLOSED, no fetch, one error event", async () => {
+    let fetched = 0;
+    const source = new EventSource("http://127.0.0.1:1/", {
+      signal: AbortSignal.abort(),
+      fetch: () => {
+        fetched++;
+        return Promise.reject(new Error("unreachable"));
+      },
+    });
+    const errors: Event[] = [];
+    source.addEventListener("error", (e) => errors.push(e));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(source.readyState, EventSource.CLOSED);
+    assert.equal(fetched, 0);
+    assert.equal(errors.length, 1);
+  });
+});
+
+describe("EventSource: typed errors and event handler attributes", () => {
+  test("error events carry status and message, typed (e.message compiles)", async () => {
+    const source = new EventSource("https://api.example/stream", {
+      fetch: () =>
+        Promise.resolve(eventStreamResponse("busy", { status: 503 })),
+    });
+    const seen: [number | undefined, string][] = [];
+    source.onerror = (e) => seen.push([e.status, e.message]);
+    const error = await nextEvent<EventStreamErrorEvent>(source, "error");
+    assert.ok(error instanceof EventStreamErrorEvent);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]![0], 503);
+    assert.match(seen[0]![1], /answered status 503: expected 200/);
+  });
+  test("setting a handler to null removes it; a new one is added last; replacing keeps the place", () => {
+    const source = new EventSource("http://127.0.0.1:1/", {
+      signal: AbortSignal.abort(),
+    });
+    const order: string[] = [];
+    source.onmessage = () => order.push("first");
+    source.addEventListener("message", () => order.push("listener"));
+    source.onmessage = () => order.push("replaced");
+    source.dispatchEvent(new MessageEvent("message", { data: "x" }));
+    assert.deepEqual(order, ["replaced", "listener"]);
+    order.length = 0;
+    source.onmessage = null;
+    assert.equal(source.onmessage, null);
+    source.dispatchEvent(new MessageEvent("message", { data: "x" }));
+    assert.deepEqual(order, ["listener"]);
+    order.length = 0;
+    source.onmessage = () => order.push("again");
+    source.dispatchEvent(new MessageEvent("message", { data: "x" }));
+    assert.deepEqual(order, ["listener", "again"]);
+  });
+});
+
+describe("the unhandled-rejection trap", () => {
+  test("nothing went unhandled in this file", async () => {
+    await assertNoUnhandledRejections();
   });
 });
