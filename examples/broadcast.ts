@@ -1,6 +1,5 @@
-// Broadcast and resume: every client gets every price, encoded once for all.
-// A client that reconnects with Last-Event-ID (EventSource does it by itself)
-// first gets exactly the events it missed, then the live ones.
+// Broadcast and resume: every price encoded once for all clients; a client
+// that reconnects gets exactly what it missed, then the live events.
 // Run: node examples/broadcast.ts, then open http://localhost:8000 in two tabs
 import { createServer } from "node:http";
 import process from "node:process";
@@ -12,8 +11,7 @@ export const prices = new EventChannel({
 });
 
 export const server = createServer((req, res) => {
-  // Replays what this client missed (its Last-Event-ID), then live events.
-  // The endpoint leaves the channel by itself when the client goes away.
+  // Leaves the channel by itself when the client goes away.
   prices.join(new EventEndpoint(req, res));
 });
 

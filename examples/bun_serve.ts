@@ -1,5 +1,5 @@
-// Bun.serve serves the default export. Bun closes a connection idle for 10 s,
-// and a quiet stream is idle: the heartbeat (a comment after 5 s) keeps it.
+// Bun.serve serves the default export; the heartbeat (a comment after 5 s of
+// quiet) keeps Bun from closing the stream as idle (after 10 s).
 // Run: bun examples/bun_serve.ts, then open http://localhost:8000
 import process from "node:process";
 import { EventEndpoint } from "ssekit";

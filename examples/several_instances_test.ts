@@ -329,7 +329,8 @@ describe(
         const lost = untrimmed.indexOf(naive[0]!) -
           untrimmed.indexOf(awayFrom) -
           1;
-        assert.ok(lost >= 1500, `the naive read silently lost ${lost} events`);
+        // At least the burst, less the 5 entries the trim kept.
+        assert.ok(lost >= 1495, `the naive read silently lost ${lost} events`);
         holding = false;
         await wait(2000);
         const resetsAfter = away.received.filter((e) => e.event === "reset")
