@@ -44,9 +44,11 @@ const resultsDir = join(benchDir, "results");
 const bin = (name: string): string => join(root, "node_modules", ".bin", name);
 
 type Runtime = "deno" | "bun" | "node";
-type Part = "parse" | "encode" | "e2e";
+type Part = "parse" | "encode" | "e2e" | "redis";
 const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
-const PARTS: Part[] = ["parse", "encode", "e2e"];
+const PARTS: Part[] = ["parse", "encode", "e2e", "redis"];
+/** The Redis part runs this many times per runtime (once with --quick). */
+const REDIS_PASSES = 3;
 /**
  * End-to-end implementations (see `e2e/server.ts`): each library through its
  * own idiom. The targets read `ssekit-channel`, the broadcast the README
@@ -98,6 +100,29 @@ interface Fanout {
   p99Ms: number;
 }
 
+/**
+ * What the Redis part measures on one runtime, with the runtime's own best
+ * client (Bun's `RedisClient` on Bun, node-redis elsewhere).
+ */
+interface RedisFigures {
+  client: string;
+  /** `channel.publish` on one connection, 1000 in flight, events/s. */
+  publishPerSecond: number;
+  /** Published on one instance, delivered by another: p50 in ms. */
+  hopP50Ms: number;
+  hopP99Ms: number;
+  /** Replay of 10 000 events from Redis, ms. */
+  replayMs: number;
+  /** 1000 members, by `rate`: deliveries/s of one process and 3 instances. */
+  fanout: {
+    rate: number;
+    oneProcess: number;
+    threeInstances: number;
+    /** Members of the 3 instances that got every event, of 1000. */
+    complete: number;
+  }[];
+}
+
 /** Everything measured on one runtime. */
 interface RuntimeResults {
   runtime: Runtime;
@@ -118,6 +143,9 @@ interface RuntimeResults {
   idleRssAt?: Record<string, number>;
   /** Fan-out latency, by `impl@streams`. */
   fanout?: Record<string, Fanout>;
+  /** Several instances on a real redis-server (`redis_bench.ts` and co). */
+  redis?: RedisFigures;
+  redisPasses?: RedisFigures[];
   /** Every pass as measured, for the spread of each figure. */
   microPasses?: Micro[][];
   e2ePasses?: E2eFigures[];
@@ -259,7 +287,7 @@ async function runMicro(
   parts: Part[],
   errors: string[],
 ): Promise<Micro[]> {
-  const files = parts.filter((p) => p !== "e2e").map((p) =>
+  const files = parts.filter((p) => p === "parse" || p === "encode").map((p) =>
     `bench/${p}_bench.ts`
   );
   if (!files.length) return [];
@@ -555,6 +583,101 @@ async function runE2e(
   return figures;
 }
 
+// --- several instances on Redis ----------------------------------------------
+
+function redisCommand(runtime: Runtime, file: string): [string, string[]] {
+  if (runtime === "deno") return [bin("deno"), ["run", "-A", file]];
+  return [bin(runtime), [file]];
+}
+
+/** One pass of `redis_bench.ts` and `redis_fanout_bench.ts`, parsed. */
+async function runRedis(
+  runtime: Runtime,
+  errors: string[],
+): Promise<RedisFigures | undefined> {
+  const client = runtime === "bun" ? "Bun RedisClient" : "node-redis";
+  console.log(`\n$ ${runtime} bench/redis_bench.ts`);
+  const bench = await run(
+    ...redisCommand(runtime, "bench/redis_bench.ts"),
+    5 * 60_000,
+  );
+  process.stdout.write(bench.stdout);
+  if (bench.code !== 0) {
+    errors.push(`redis_bench.ts exited with ${bench.code}`);
+    return undefined;
+  }
+  const line = (what: RegExp): RegExpExecArray | null =>
+    new RegExp(`^${runtime} ${client}: ${what.source}`, "m").exec(
+      bench.stdout,
+    );
+  const publish = line(/publish \d+ \(channel\.publish.*?: (\d+) events\/s/);
+  const hop = line(/publish → delivered.*?p50 ([\d.]+) ms, p99 ([\d.]+) ms/);
+  const replay = line(/replay 10 000 events from Redis: median ([\d.]+) ms/);
+  if (!publish || !hop || !replay) {
+    errors.push(`redis_bench.ts: figures for ${client} not found`);
+    return undefined;
+  }
+  console.log(`\n$ ${runtime} bench/redis_fanout_bench.ts`);
+  const fan = await run(
+    ...redisCommand(runtime, "bench/redis_fanout_bench.ts"),
+    5 * 60_000,
+  );
+  process.stdout.write(fan.stdout);
+  if (fan.code !== 0) {
+    errors.push(`redis_fanout_bench.ts exited with ${fan.code}`);
+  }
+  const fanout: RedisFigures["fanout"] = [];
+  const pattern =
+    /^(1 process, in memory|3 instances on Redis) at (\d+)\/s: .*?\((\d+)\/\d+ members got all\), ([\d.]+) M deliveries\/s/gm;
+  for (const m of fan.stdout.matchAll(pattern)) {
+    const rate = Number(m[2]);
+    let row = fanout.find((r) => r.rate === rate);
+    if (!row) {
+      fanout.push(
+        row = { rate, oneProcess: NaN, threeInstances: NaN, complete: 0 },
+      );
+    }
+    if (m[1]!.startsWith("1 process")) row.oneProcess = Number(m[4]) * 1e6;
+    else {
+      row.threeInstances = Number(m[4]) * 1e6;
+      row.complete = Number(m[3]);
+    }
+  }
+  return {
+    client,
+    publishPerSecond: Number(publish[1]),
+    hopP50Ms: Number(hop[1]),
+    hopP99Ms: Number(hop[2]),
+    replayMs: Number(replay[1]),
+    fanout,
+  };
+}
+
+/** The best of the Redis passes, figure by figure. */
+function bestRedis(passes: RedisFigures[]): RedisFigures | undefined {
+  const [first] = passes;
+  if (!first) return undefined;
+  const min = (f: (r: RedisFigures) => number) =>
+    Math.min(...passes.map(f).filter(Number.isFinite));
+  const max = (f: (r: RedisFigures) => number) =>
+    Math.max(...passes.map(f).filter(Number.isFinite));
+  return {
+    client: first.client,
+    publishPerSecond: max((r) => r.publishPerSecond),
+    hopP50Ms: min((r) => r.hopP50Ms),
+    hopP99Ms: min((r) => r.hopP99Ms),
+    replayMs: min((r) => r.replayMs),
+    fanout: first.fanout.map(({ rate }) => {
+      const rows = passes.flatMap((r) =>
+        r.fanout.filter((x) => x.rate === rate)
+      );
+      // The pass whose 3 instances delivered most, with its own baseline.
+      const best = rows.sort((a, b) => b.threeInstances - a.threeInstances)[0]!;
+      return { ...best };
+    }),
+  };
+}
+
 // --- figures ---------------------------------------------------------------------------
 
 /** Bytes and events per iteration of each micro-benchmark group. */
@@ -683,6 +806,7 @@ interface Outcome {
 interface View {
   micro: Micro[];
   e2e: E2eFigures;
+  redis: RedisFigures | undefined;
 }
 
 function microRatio(
@@ -770,6 +894,50 @@ function targetList(r: RuntimeResults): Target[] {
       format: times,
     });
   }
+  const redis = r.redis;
+  if (redis) {
+    const floor = redis.client === "Bun RedisClient" ? 150_000 : 40_000;
+    list.push({
+      name: `redis: publish on one connection (${redis.client}) ≥ ${
+        floor / 1000
+      }k events/s`,
+      figure: (v) => v.redis?.publishPerSecond ?? NaN,
+      kind: "min",
+      limit: floor,
+      format: (x) => `${rate(x)}/s`,
+    }, {
+      name:
+        "redis: the added hop (publish → another instance's member) p50 ≤ 0.5 ms",
+      figure: (v) => v.redis?.hopP50Ms ?? NaN,
+      kind: "max",
+      limit: 0.5,
+      format: (x) => `${fmt(x, 3)} ms`,
+    }, {
+      name: "redis: replay of 10 000 events from Redis ≤ 30 ms",
+      figure: (v) => v.redis?.replayMs ?? NaN,
+      kind: "max",
+      limit: 30,
+      format: (x) => `${fmt(x, 1)} ms`,
+    }, {
+      name:
+        "redis: 1000 members on 3 instances keep up at 1000 events/s (members that got every event)",
+      figure: (v) =>
+        (v.redis?.fanout.find((f) => f.rate === 1000)?.complete ?? NaN) / 1000,
+      kind: "min",
+      limit: 1,
+      format: percent,
+    }, {
+      name:
+        "redis: 3 instances ≥ 0.6× one process's deliveries at 4000 events/s",
+      figure: (v) => {
+        const f = v.redis?.fanout.find((x) => x.rate === 4000);
+        return f ? f.threeInstances / f.oneProcess : NaN;
+      },
+      kind: "min",
+      limit: 0.6,
+      format: times,
+    });
+  }
   if (!r.e2e.length) return list;
   const share = (v: View, clients: number): number => {
     const at = (impl: string) =>
@@ -832,6 +1000,7 @@ function targetList(r: RuntimeResults): Target[] {
 /** The best-of view of a runtime's results, and one view per pass. */
 function views(r: RuntimeResults): { best: View; passes: View[] } {
   const best: View = {
+    redis: r.redis,
     micro: r.micro,
     e2e: {
       rounds: r.e2e,
@@ -844,12 +1013,18 @@ function views(r: RuntimeResults): { best: View; passes: View[] } {
   };
   const microPasses = r.microPasses ?? [];
   const e2ePasses = r.e2ePasses ?? [];
-  const count = Math.max(microPasses.length, e2ePasses.length);
+  const redisPasses = r.redisPasses ?? [];
+  const count = Math.max(
+    microPasses.length,
+    e2ePasses.length,
+    redisPasses.length,
+  );
   const passes: View[] = [];
   for (let i = 0; i < count; i++) {
     passes.push({
       micro: microPasses[i] ?? [],
       e2e: e2ePasses[i] ?? best.e2e,
+      redis: redisPasses[i],
     });
   }
   return { best, passes };
@@ -1109,6 +1284,47 @@ function writeResultsMd(results: RuntimeResults[]): void {
       );
     }
   }
+  if (results.some((r) => r.redis)) {
+    const cell = (f: (x: RedisFigures) => string) =>
+      results.map((r) => r.redis ? f(r.redis) : "—").join(" | ");
+    lines.push(
+      "",
+      "### Several instances on Redis",
+      "",
+      "A real `redis-server` on 127.0.0.1 (`bench/redis_bench.ts`,",
+      "`bench/redis_fanout_bench.ts`), with each runtime's own best client: Bun's",
+      "`RedisClient` on Bun, node-redis on Deno and Node. Publish: `channel.publish`",
+      "on one connection with 1000 in flight. Hop: from `publish` on one channel to",
+      "the member of another channel (its own connections and reader) in the same",
+      "process. Replay: one read of 10 000 events from Redis, median of 5. Fan-out:",
+      "1000 in-process members (no HTTP) on one channel in memory, against 1000",
+      "spread over 3 channels sharing a stream, at a steady rate for 3 s. Best of",
+      "three passes.",
+      "",
+      `| figure | ${results.map((r) => r.runtime).join(" | ")} |`,
+      `| --- | ${results.map(() => "---").join(" | ")} |`,
+      `| client | ${cell((x) => x.client)} |`,
+      `| publish, events/s | ${cell((x) => rate(x.publishPerSecond))} |`,
+      `| hop p50 / p99 | ${
+        cell((x) => `${fmt(x.hopP50Ms, 3)} / ${fmt(x.hopP99Ms, 3)} ms`)
+      } |`,
+      `| replay of 10 000 | ${cell((x) => `${fmt(x.replayMs, 1)} ms`)} |`,
+    );
+    for (const rateOf of [1000, 4000]) {
+      lines.push(
+        `| fan-out at ${rateOf}/s: one process / 3 instances (members complete) | ${
+          cell((x) => {
+            const f = x.fanout.find((y) => y.rate === rateOf);
+            return f
+              ? `${rate(f.oneProcess)} / ${
+                rate(f.threeInstances)
+              } (${f.complete})`
+              : "—";
+          })
+        } |`,
+      );
+    }
+  }
   const errors = results.flatMap((r) =>
     r.errors.map((e) => `- ${r.runtime}: ${e}`)
   );
@@ -1179,6 +1395,19 @@ async function main(): Promise<number> {
     if (passes.some((p) => p.length)) result.microPasses = passes;
     else if (previous?.quick === quick) {
       result.microPasses = previous.microPasses ?? [];
+    }
+    if (filter.includes("redis")) {
+      const redisPasses: RedisFigures[] = [];
+      for (let pass = 0; pass < (quick ? 1 : REDIS_PASSES); pass++) {
+        const figures = await runRedis(runtime, errors);
+        if (figures) redisPasses.push(figures);
+      }
+      const best = bestRedis(redisPasses);
+      if (best) result.redis = best;
+      result.redisPasses = redisPasses;
+    } else if (previous?.quick === quick) {
+      if (previous.redis) result.redis = previous.redis;
+      result.redisPasses = previous.redisPasses ?? [];
     }
     if (filter.includes("e2e")) {
       const e2ePasses: E2eFigures[] = [];
