@@ -311,11 +311,13 @@ export interface EventEndpointOptions {
    * connection-specific headers HTTP/2 forbids are left out: `Connection`,
    * `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`,
    * `HTTP2-Settings` and a `TE` other than `trailers`. An invalid name or
-   * value makes the constructor throw a `TypeError`.
+   * value makes the constructor throw a `TypeError`. Anything `new Headers()`
+   * takes (`HeadersInit`: a `Headers`, name/value pairs or a record), typed
+   * from the `Headers` constructor so that no DOM library is needed.
    *
    * @default {undefined}
    */
-  headers?: HeadersInit;
+  headers?: ConstructorParameters<typeof Headers>[0];
   /**
    * The client's reconnection time in ms, sent once as `retry:` at the start
    * of the stream. An integer from 0 to 2^31−1, or `undefined` for none.
@@ -386,7 +388,9 @@ type HeaderPairs = readonly (readonly [string, string])[];
  * `options.headers` as validated lower-case name/value pairs, every value of
  * a repeated name kept. Throws a `TypeError` naming the bad header.
  */
-function extraHeaders(init: HeadersInit | undefined): HeaderPairs {
+function extraHeaders(
+  init: ConstructorParameters<typeof Headers>[0],
+): HeaderPairs {
   if (init === undefined) return [];
   let headers: Headers;
   try {
@@ -1210,7 +1214,7 @@ export class EventEndpoint extends EventTarget {
   override addEventListener(
     type: "close",
     listener: (this: EventEndpoint, event: CloseEvent) => void,
-    options?: boolean | AddEventListenerOptions,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   /**
    * Adds a listener.
@@ -1221,17 +1225,17 @@ export class EventEndpoint extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1] | null,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   override addEventListener(
     type: string,
     listener: unknown,
-    options?: boolean | AddEventListenerOptions,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void {
     super.addEventListener(
       type,
-      listener as EventListenerOrEventListenerObject | null,
+      listener as Parameters<EventTarget["addEventListener"]>[1],
       options,
     );
   }
@@ -1246,7 +1250,7 @@ export class EventEndpoint extends EventTarget {
   override removeEventListener(
     type: "close",
     listener: (this: EventEndpoint, event: CloseEvent) => void,
-    options?: boolean | EventListenerOptions,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   /**
    * Removes a listener.
@@ -1257,17 +1261,17 @@ export class EventEndpoint extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: Parameters<EventTarget["removeEventListener"]>[1] | null,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   override removeEventListener(
     type: string,
     listener: unknown,
-    options?: boolean | EventListenerOptions,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void {
     super.removeEventListener(
       type,
-      listener as EventListenerOrEventListenerObject | null,
+      listener as Parameters<EventTarget["removeEventListener"]>[1],
       options,
     );
   }
