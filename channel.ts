@@ -121,11 +121,23 @@ export interface ChannelMember extends EventTarget {
   readonly highWaterMark?: number;
   /**
    * Settles once `bufferedAmount` is at most the member's `highWaterMark`
-   * (like `WritableStreamDefaultWriter.ready`). A member that is behind is
-   * written to again then; without it, the channel checks again after each
-   * of its writes settles, or every few milliseconds.
+   * (like `WritableStreamDefaultWriter.ready`). A member without
+   * {@linkcode ChannelMember.drained | drained} that is behind is written to
+   * again then, if its buffer is past its own mark.
    */
   readonly ready?: Promise<unknown>;
+  /**
+   * Settles once `bufferedAmount` is at most `bytes`, or the member closed
+   * (`EventEndpoint.drained` is one). A member that is behind is
+   * written to again then: the channel asks for room for its next chunk
+   * under the channel's limit, which may be lower than the member's own
+   * `highWaterMark`. A member with neither this nor `ready` (or with only
+   * `ready` while its buffer is under its own mark) is checked again after
+   * each of its writes settles, or every few milliseconds.
+   *
+   * @param bytes The threshold in bytes (`>= 0`).
+   */
+  drained?(bytes: number): Promise<unknown>;
   /**
    * Queues already-encoded event-stream bytes. The returned promise settles
    * when the member accepted them (or failed); a member that is behind is
@@ -802,8 +814,9 @@ const defaultDropped = (
   data: String(count),
 });
 const ignore = (): void => {};
-// How often a member that is behind, with no write of its own in flight,
-// checks whether its endpoint has room again.
+// How often a member that is behind, with no write of its own in flight and
+// no drain signal (`drained`, or `ready` past its own mark), checks whether
+// it has room again.
 const POLL_INTERVAL = 5;
 
 const entryEncoder = new TextEncoder();
@@ -1403,10 +1416,12 @@ export class EventChannel<
 
   /**
    * Makes sure the member is pumped again once its endpoint may have room:
-   * when one of its writes settles; with none in flight, when its `ready`
-   * settles (if its buffer is past its own mark); else after a short poll
-   * (a member without `ready`, or one whose buffer is under its own mark but
-   * over the channel's lower one).
+   * when one of its writes settles; with none in flight, when `drained`
+   * says there is room for its next chunk under the member's limit; without
+   * `drained`, when its `ready` settles (if its buffer is past its own
+   * mark); else, for a duck-typed member with neither signal (or only
+   * `ready` while under its own mark but over the channel's lower limit),
+   * after a short poll.
    */
   #waitForRoom(state: Member): void {
     if (
@@ -1415,6 +1430,18 @@ export class EventChannel<
     ) return;
     state.waiting = true;
     const endpoint = state.endpoint;
+    if (typeof endpoint.drained === "function") {
+      // Room for the next chunk: `fits` takes it once the buffer is at most
+      // the limit minus its size, or empty.
+      const next = state.preface?.byteLength ?? nextSize(state);
+      try {
+        endpoint.drained(Math.max(0, state.highWaterMark - next))
+          .then(state.onRoom, state.onRoom);
+        return;
+      } catch {
+        // A member whose `drained` throws is polled instead.
+      }
+    }
     const ready = endpoint.ready;
     if (
       ready !== undefined && endpoint.highWaterMark !== undefined &&
@@ -1563,6 +1590,12 @@ export class EventChannel<
     state.endpoint.removeEventListener("close", state.onClose);
     this.#members.delete(state.endpoint);
   }
+}
+
+/** Bytes of the member's oldest queued part. */
+function nextSize(state: Member): number {
+  const { batch, from, to } = state.queue[state.head]!;
+  return batch.size(from, to);
 }
 
 /** Drops the member's queued events up to and including `id`. */

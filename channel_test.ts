@@ -1182,6 +1182,50 @@ describe("EventChannel: issue 15 defects", () => {
     member.close();
   });
 
+  test("an EventEndpoint under a channel limit lower than its own catches up on drained(), with no timer", async () => {
+    // Every setTimeout made while the member is behind, from anywhere.
+    const timers: string[] = [];
+    const setTimeout = globalThis.setTimeout;
+    const channel = new EventChannel({
+      highWaterMark: 200,
+      log: new LocalEventLog({ epoch: "n" }),
+    });
+    const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+      heartbeat: 0,
+    }); // its own mark: 1 MiB
+    channel.join(endpoint);
+    const reader = endpoint.response!.body!.getReader();
+    let text = "";
+    try {
+      globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+        timers.push(new Error("setTimeout").stack ?? "");
+        return setTimeout(...args);
+      }) as typeof setTimeout;
+      const data = "x".repeat(40); // 54 bytes with "id:n-k\ndata:" and "\n\n"
+      for (let i = 0; i < 6; i++) {
+        channel.publish({ data });
+        await tick();
+      }
+      // ":\n" and three events fit under 200 bytes; the client has read
+      // nothing, so the other three wait in the channel's queue.
+      assert.equal(endpoint.bufferedAmount, 2 + 3 * 54);
+      // The backlog counts the endpoint's buffer and the channel's queue.
+      assert.equal(channel.queuedBytes(endpoint), 2 + 6 * 54);
+      assert.ok(endpoint.bufferedAmount < endpoint.highWaterMark);
+      while (parse(text).length < 6) {
+        const { value } = await reader.read();
+        text += decoder.decode(value);
+      }
+    } finally {
+      globalThis.setTimeout = setTimeout;
+    }
+    assert.deepEqual(datas(parse(text)), Array(6).fill("x".repeat(40)));
+    assert.equal(channel.queuedBytes(endpoint), 0);
+    assert.deepEqual(timers, [], "no timer while catching up");
+    await reader.cancel();
+    assert.equal(channel.size, 0);
+  });
+
   test("a stalled member on a rare topic holds copies of its events, not views into whole ticks", async () => {
     const channel = new EventChannel({ highWaterMark: 1 << 20 });
     const member = new FakeMember({ stalled: true });

@@ -311,11 +311,13 @@ export interface EventEndpointOptions {
    * connection-specific headers HTTP/2 forbids are left out: `Connection`,
    * `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`,
    * `HTTP2-Settings` and a `TE` other than `trailers`. An invalid name or
-   * value makes the constructor throw a `TypeError`.
+   * value makes the constructor throw a `TypeError`. Anything `new Headers()`
+   * takes (`HeadersInit`: a `Headers`, name/value pairs or a record), typed
+   * from the `Headers` constructor so that no DOM library is needed.
    *
    * @default {undefined}
    */
-  headers?: HeadersInit;
+  headers?: ConstructorParameters<typeof Headers>[0];
   /**
    * The client's reconnection time in ms, sent once as `retry:` at the start
    * of the stream. An integer from 0 to 2^31−1, or `undefined` for none.
@@ -386,7 +388,9 @@ type HeaderPairs = readonly (readonly [string, string])[];
  * `options.headers` as validated lower-case name/value pairs, every value of
  * a repeated name kept. Throws a `TypeError` naming the bad header.
  */
-function extraHeaders(init: HeadersInit | undefined): HeaderPairs {
+function extraHeaders(
+  init: ConstructorParameters<typeof Headers>[0],
+): HeaderPairs {
   if (init === undefined) return [];
   let headers: Headers;
   try {
@@ -798,7 +802,9 @@ const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
  * they were not (closed, the client left, dropped). A disconnect is an
  * outcome, not an exception: `false` ends the producer's loop, and a send
  * nobody awaits is never an unhandled rejection. Writes of one tick go out
- * as one chunk. {@linkcode EventEndpoint.ready | ready} is the drain signal.
+ * as one chunk. {@linkcode EventEndpoint.ready | ready} is the drain signal;
+ * {@linkcode EventEndpoint.drained | drained(bytes)} is one at a threshold
+ * of the caller's.
  *
  * **Wire form.** The stream starts with `retry:N\n` when `reconnectionTime`
  * is set, else with the comment `:\n`, so that headers go out at once.
@@ -890,6 +896,8 @@ export class EventEndpoint extends EventTarget {
   #flushScheduled = false;
   /** Writes past the mark and `ready`, waiting for the buffer to drain. */
   #drain: (Pending<boolean> & { ready?: Promise<void> }) | null = null;
+  /** `drained(bytes)` callers by threshold; `null` while nobody waits. */
+  #lowWaiters: Map<number, Pending<void>> | null = null;
   #abortController: AbortController | null = null;
   /** Stops watching a web request's signal (node runtimes only). */
   #unwatch: (() => void) | null = null;
@@ -1100,6 +1108,49 @@ export class EventEndpoint extends EventTarget {
   }
 
   /**
+   * Resolves once {@linkcode EventEndpoint.bufferedAmount | bufferedAmount}
+   * is at most `bytes`: at once if it already is, else when the runtime has
+   * taken enough of what was written, or when the endpoint closes
+   * (`bufferedAmount` is then `0`). Never rejects. Unlike
+   * {@linkcode EventEndpoint.ready | ready}, the threshold is the caller's:
+   * a broadcaster with a lower limit than this endpoint's
+   * {@linkcode EventEndpoint.highWaterMark | highWaterMark} waits for room
+   * for its next chunk instead of polling. Calls with the same `bytes` while
+   * waiting share one promise.
+   *
+   * @param bytes The threshold in bytes.
+   * @default {0}
+   * @returns A promise that resolves once `bufferedAmount <= bytes`.
+   * @throws {RangeError} If `bytes` is not a finite number `>= 0`.
+   *
+   * @example Wait until the client has taken everything
+   * ```ts
+   * import { EventEndpoint } from "@ssekit/sse/server";
+   * import assert from "node:assert/strict";
+   *
+   * const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+   *   heartbeat: 0,
+   * });
+   * await endpoint.send("hello");
+   * assert.ok(endpoint.bufferedAmount > 0); // nobody has read the body yet
+   * const drained = endpoint.drained();
+   * const reader = endpoint.response!.body!.getReader();
+   * while (endpoint.bufferedAmount > 0) await reader.read();
+   * await drained;
+   * assert.equal(endpoint.bufferedAmount, 0);
+   * endpoint.close();
+   * ```
+   */
+  drained(bytes: number = 0): Promise<void> {
+    checkNonNegative("bytes", bytes);
+    if (this.bufferedAmount <= bytes) return READY;
+    const waiters = this.#lowWaiters ??= new Map();
+    let waiter = waiters.get(bytes);
+    if (waiter === undefined) waiters.set(bytes, waiter = pending<void>());
+    return waiter.promise;
+  }
+
+  /**
    * Sends a `message` event.
    *
    * @param data The data; may contain line breaks.
@@ -1163,7 +1214,7 @@ export class EventEndpoint extends EventTarget {
   override addEventListener(
     type: "close",
     listener: (this: EventEndpoint, event: CloseEvent) => void,
-    options?: boolean | AddEventListenerOptions,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   /**
    * Adds a listener.
@@ -1174,17 +1225,17 @@ export class EventEndpoint extends EventTarget {
    */
   override addEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
+    listener: Parameters<EventTarget["addEventListener"]>[1] | null,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void;
   override addEventListener(
     type: string,
     listener: unknown,
-    options?: boolean | AddEventListenerOptions,
+    options?: Parameters<EventTarget["addEventListener"]>[2],
   ): void {
     super.addEventListener(
       type,
-      listener as EventListenerOrEventListenerObject | null,
+      listener as Parameters<EventTarget["addEventListener"]>[1],
       options,
     );
   }
@@ -1199,7 +1250,7 @@ export class EventEndpoint extends EventTarget {
   override removeEventListener(
     type: "close",
     listener: (this: EventEndpoint, event: CloseEvent) => void,
-    options?: boolean | EventListenerOptions,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   /**
    * Removes a listener.
@@ -1210,17 +1261,17 @@ export class EventEndpoint extends EventTarget {
    */
   override removeEventListener(
     type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
+    listener: Parameters<EventTarget["removeEventListener"]>[1] | null,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void;
   override removeEventListener(
     type: string,
     listener: unknown,
-    options?: boolean | EventListenerOptions,
+    options?: Parameters<EventTarget["removeEventListener"]>[2],
   ): void {
     super.removeEventListener(
       type,
-      listener as EventListenerOrEventListenerObject | null,
+      listener as Parameters<EventTarget["removeEventListener"]>[1],
       options,
     );
   }
@@ -1385,6 +1436,19 @@ export class EventEndpoint extends EventTarget {
       this.#drain = null;
       drain.resolve(this.#state !== "closed");
     }
+    if (this.#lowWaiters !== null) this.#checkLow();
+  }
+
+  /** Resolves the `drained(bytes)` callers whose threshold is reached. */
+  #checkLow(): void {
+    const waiters = this.#lowWaiters!;
+    const buffered = this.bufferedAmount;
+    for (const [bytes, waiter] of waiters) {
+      if (buffered > bytes) continue;
+      waiters.delete(bytes);
+      waiter.resolve();
+    }
+    if (waiters.size === 0) this.#lowWaiters = null;
   }
 
   /**
@@ -1403,6 +1467,11 @@ export class EventEndpoint extends EventTarget {
     const drain = this.#drain;
     this.#drain = null;
     drain?.resolve(clean);
+    const waiters = this.#lowWaiters;
+    this.#lowWaiters = null;
+    if (waiters !== null) {
+      for (const waiter of waiters.values()) waiter.resolve();
+    }
     this.#abortController?.abort(
       abortReason ?? new DOMException(reason || "closed", "AbortError"),
     );

@@ -1540,6 +1540,108 @@ for (const kind of allServerKinds) {
   });
 }
 
+describe("EventEndpoint.drained(bytes)", () => {
+  /** Whether `promise` has settled after the pending microtasks ran. */
+  async function settled(promise: Promise<unknown>): Promise<boolean> {
+    let done = false;
+    promise.then(() => (done = true));
+    await nextTick();
+    return done;
+  }
+
+  test("web: resolves once the runtime has taken bytes down to the threshold", async () => {
+    const e = endpoint();
+    assert.equal(await e.send("é"), true); // ":\n" + "data:é\n\n": 11 bytes
+    assert.equal(await e.send("more"), true); // 11 more, queued behind it
+    assert.equal(e.bufferedAmount, 22);
+    assert.equal(await settled(e.drained(22)), true); // already there
+    const eleven = e.drained(11);
+    const zero = e.drained();
+    assert.equal(e.drained(11), eleven); // one waiter per threshold
+    assert.equal(await settled(eleven), false);
+    assert.equal(await settled(zero), false);
+    const reader = e.response!.body!.getReader();
+    assert.equal(await readText(reader), ":\ndata:é\n\n");
+    assert.equal(await settled(eleven), true);
+    assert.equal(e.bufferedAmount, 11);
+    assert.equal(await settled(zero), false);
+    assert.equal(e.drained(0), zero);
+    assert.equal(await readText(reader), "data:more\n\n");
+    assert.equal(await settled(zero), true);
+    assert.equal(e.bufferedAmount, 0);
+    // The resolved waiter is gone: a new wait gets a new promise.
+    assert.equal(await e.send("again"), true);
+    const again = e.drained(0);
+    assert.notEqual(again, zero);
+    assert.equal(await settled(again), false);
+    assert.equal(await readText(reader), "data:again\n\n");
+    assert.equal(await settled(again), true);
+    await reader.cancel();
+  });
+
+  test("node: resolves on drain, when res.writableLength is down to the threshold", async () => {
+    const res = Object.assign(new EventEmitter(), {
+      destroyed: false,
+      writableLength: 0,
+      writeHead: () => res,
+      write: (bytes: Uint8Array) => {
+        res.writableLength += bytes.byteLength;
+        return false; // the socket is full: wait for drain
+      },
+      end: () => res,
+      destroy: () => res,
+    });
+    const req = { headers: {}, httpVersionMajor: 1, httpVersionMinor: 1 };
+    const e = new EventEndpoint(req, res, { heartbeat: 0 });
+    await nextTick();
+    assert.equal(e.bufferedAmount, 2); // ":\n", waiting for drain
+    const zero = e.drained(0);
+    assert.equal(await settled(zero), false);
+    res.writableLength = 0;
+    res.emit("drain");
+    assert.equal(await settled(zero), true);
+    e.abort();
+  });
+
+  test("resolves when the endpoint is aborted, closes or the client leaves", async () => {
+    const aborted = endpoint();
+    await aborted.send("x");
+    const onAbort = aborted.drained(0);
+    aborted.abort();
+    assert.equal(await settled(onAbort), true);
+
+    const left = endpoint();
+    await left.send("x");
+    const onLeave = left.drained(0);
+    const reader = left.response!.body!.getReader();
+    await reader.cancel();
+    assert.equal(left.closed, true);
+    assert.equal(await settled(onLeave), true);
+
+    const closing = endpoint();
+    await closing.send("x");
+    const onClosed = closing.drained(0);
+    closing.close();
+    assert.equal(await settled(onClosed), false); // the client reads nothing
+    closing.abort();
+    assert.equal(await settled(onClosed), true);
+    // Closed: bufferedAmount is 0, so every threshold is reached at once.
+    assert.equal(await settled(closing.drained(0)), true);
+  });
+
+  test("rejects a threshold that is not a finite number >= 0", () => {
+    const e = endpoint();
+    for (const bad of [-1, Number.NaN, Infinity, "1"]) {
+      assert.throws(
+        () => e.drained(bad as number),
+        (error) =>
+          error instanceof RangeError && /^Invalid bytes /.test(error.message),
+      );
+    }
+    e.abort();
+  });
+});
+
 describe("EventEndpoint: bad input throws at once, before anything is queued", () => {
   test("send, sendEvent, write and dispatchEvent throw a TypeError naming the field", async () => {
     const e = endpoint();

@@ -113,6 +113,20 @@ export function follow(url: string): EventSource {
 new EventSource("/x", { headers: 42 });
 // @ts-expect-error heartbeat must be a number
 new EventEndpoint(new Request("http://x/"), { heartbeat: "often" });
+// @ts-expect-error EventEndpoint headers must be a HeadersInit, not a number
+new EventEndpoint(new Request("http://x/"), { headers: 42 });
+export const endpointHeaders = [
+  new EventEndpoint(new Request("http://x/"), { headers: new Headers() }),
+  new EventEndpoint(new Request("http://x/"), { headers: [["a", "b"]] }),
+  new EventEndpoint(new Request("http://x/"), { headers: { a: "b" } }),
+];
+export function listen(endpoint: EventEndpoint): void {
+  const listener = { handleEvent(_event: Event): void {} };
+  endpoint.addEventListener("message", listener, { once: true });
+  endpoint.removeEventListener("message", listener, { capture: false });
+  // @ts-expect-error a listener is a function or an object with handleEvent
+  endpoint.addEventListener("message", 42);
+}
 `;
 
 interface Setup {
