@@ -594,6 +594,90 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
     typeof value.write === "function";
 }
 
+/** What an endpoint's arguments say, validated before anything is wired. */
+interface Setup {
+  res: NodeResponseLike | null;
+  heartbeat: number;
+  highWaterMark: number;
+  overflow: OverflowPolicy;
+  /** The stream's first bytes: a `retry:` field, or an empty comment. */
+  first: string;
+  extra: HeaderPairs;
+  lastEventId: string;
+  /** The client was told by `close(true)` not to reconnect. */
+  noContent: boolean;
+}
+
+/** Validates an endpoint's arguments; throws before anything is wired. */
+function readSetup(
+  request: Request | NodeRequestLike,
+  resOrOptions: NodeResponseLike | EventEndpointOptions | undefined,
+  maybeOptions: EventEndpointOptions | undefined,
+): Setup {
+  const res = isNodeResponse(resOrOptions) ? resOrOptions : null;
+  const options = (res ? maybeOptions : resOrOptions) ?? {};
+  if (!isObject(options)) {
+    throw new TypeError(
+      `Invalid options: expected an object, got ${describe(options)}`,
+    );
+  }
+  let header: unknown;
+  if (res) {
+    if (!isObject(request) || !isObject(request.headers)) {
+      throw new TypeError(
+        `Invalid req: expected a node:http or node:http2 request with headers, got ${
+          describe(request)
+        }`,
+      );
+    }
+    header = (request as NodeRequestLike).headers["last-event-id"];
+    if (Array.isArray(header)) header = header[0];
+  } else {
+    const headers = isObject(request) ? request.headers : undefined;
+    if (!isObject(headers) || typeof headers.get !== "function") {
+      throw new TypeError(
+        `Invalid request: expected a web Request, or a node request and its response, got ${
+          describe(request)
+        }`,
+      );
+    }
+    header = (request as Request).headers.get("last-event-id");
+  }
+  const opts = options as EventEndpointOptions;
+  const heartbeat = checkNonNegative("heartbeat", opts.heartbeat ?? 5000);
+  const highWaterMark = checkNonNegative(
+    "highWaterMark",
+    opts.highWaterMark ?? 1024 * 1024,
+  );
+  const overflow = opts.overflow ?? "wait";
+  if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
+    throw new TypeError(
+      `Invalid overflow ${
+        describe(overflow)
+      }: expected "wait", "drop" or "close"`,
+    );
+  }
+  const first = opts.reconnectionTime === undefined ? ":\n" : "retry:" +
+    validateRetry(opts.reconnectionTime, "reconnectionTime") + "\n";
+  const extra = extraHeaders(opts.headers);
+  const lastEventId = decodeHeaderValue(
+    typeof header === "string" ? header : "",
+  );
+  const noContent = lastEventId.startsWith(NO_RECONNECT_MARKER);
+  return {
+    res,
+    heartbeat,
+    highWaterMark,
+    overflow,
+    first,
+    extra,
+    lastEventId: noContent
+      ? lastEventId.slice(NO_RECONNECT_MARKER.length)
+      : lastEventId,
+    noContent,
+  };
+}
+
 // ---------------------------------------------------------------------------
 // EventEndpoint: transports
 // ---------------------------------------------------------------------------
@@ -940,60 +1024,12 @@ export class EventEndpoint extends EventTarget {
   ) {
     super();
     // 1. Validate everything; nothing is wired until it all passed.
-    const res = isNodeResponse(resOrOptions) ? resOrOptions : null;
-    const options = (res ? maybeOptions : resOrOptions) ?? {};
-    if (!isObject(options)) {
-      throw new TypeError(
-        `Invalid options: expected an object, got ${describe(options)}`,
-      );
-    }
-    let header: unknown;
-    if (res) {
-      if (!isObject(request) || !isObject(request.headers)) {
-        throw new TypeError(
-          `Invalid req: expected a node:http or node:http2 request with headers, got ${
-            describe(request)
-          }`,
-        );
-      }
-      header = (request as NodeRequestLike).headers["last-event-id"];
-      if (Array.isArray(header)) header = header[0];
-    } else {
-      const headers = isObject(request) ? request.headers : undefined;
-      if (!isObject(headers) || typeof headers.get !== "function") {
-        throw new TypeError(
-          `Invalid request: expected a web Request, or a node request and its response, got ${
-            describe(request)
-          }`,
-        );
-      }
-      header = (request as Request).headers.get("last-event-id");
-    }
-    const opts = options as EventEndpointOptions;
-    this.#heartbeat = checkNonNegative("heartbeat", opts.heartbeat ?? 5000);
-    this.#highWaterMark = checkNonNegative(
-      "highWaterMark",
-      opts.highWaterMark ?? 1024 * 1024,
-    );
-    const overflow = opts.overflow ?? "wait";
-    if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
-      throw new TypeError(
-        `Invalid overflow ${
-          describe(overflow)
-        }: expected "wait", "drop" or "close"`,
-      );
-    }
-    this.#overflow = overflow;
-    const first = opts.reconnectionTime === undefined ? ":\n" : "retry:" +
-      validateRetry(opts.reconnectionTime, "reconnectionTime") + "\n";
-    const extra = extraHeaders(opts.headers);
-    const lastEventId = decodeHeaderValue(
-      typeof header === "string" ? header : "",
-    );
-    const noContent = lastEventId.startsWith(NO_RECONNECT_MARKER);
-    this.#lastEventId = noContent
-      ? lastEventId.slice(NO_RECONNECT_MARKER.length)
-      : lastEventId;
+    const setup = readSetup(request, resOrOptions, maybeOptions);
+    const { res, extra, first, noContent } = setup;
+    this.#heartbeat = setup.heartbeat;
+    this.#highWaterMark = setup.highWaterMark;
+    this.#overflow = setup.overflow;
+    this.#lastEventId = setup.lastEventId;
 
     // 2. The client was told not to reconnect: 204, and `close` still
     // fires (after the handler added its listeners) so cleanup runs.
