@@ -330,9 +330,16 @@ function webOnNode(handler: WebHandler, origin: () => string): NodeHandler {
         const { done, value } = await reader.read();
         if (done) break;
         if (!(res as http.ServerResponse).write(value)) {
+          // Whichever comes first; the other listener goes too (a stalled
+          // client makes this wait many times on one response).
           await new Promise<void>((resolve) => {
-            res.once("drain", resolve);
-            res.once("close", resolve);
+            const done = () => {
+              res.off("drain", done);
+              res.off("close", done);
+              resolve();
+            };
+            res.once("drain", done);
+            res.once("close", done);
           });
         }
       }
