@@ -596,20 +596,22 @@ async function runRedis(
   errors: string[],
 ): Promise<RedisFigures | undefined> {
   const client = runtime === "bun" ? "Bun RedisClient" : "node-redis";
-  console.log(`\n$ ${runtime} bench/redis_bench.ts`);
-  const bench = await run(
-    ...redisCommand(runtime, "bench/redis_bench.ts"),
-    5 * 60_000,
-  );
-  process.stdout.write(bench.stdout);
-  if (bench.code !== 0) {
-    errors.push(`redis_bench.ts exited with ${bench.code}`);
-    return undefined;
-  }
-  const line = (what: RegExp): RegExpExecArray | null =>
-    new RegExp(`^${runtime} ${client}: ${what.source}`, "m").exec(
-      bench.stdout,
+  /** Runs one script of the part, echoing it; `undefined` when it failed. */
+  const script = async (name: string): Promise<string | undefined> => {
+    console.log(`\n$ ${runtime} bench/${name}`);
+    const { code, stdout } = await run(
+      ...redisCommand(runtime, `bench/${name}`),
+      5 * 60_000,
     );
+    process.stdout.write(stdout);
+    if (code === 0) return stdout;
+    errors.push(`${name} exited with ${code}`);
+    return undefined;
+  };
+  const bench = await script("redis_bench.ts");
+  if (bench === undefined) return undefined;
+  const line = (what: RegExp): RegExpExecArray | null =>
+    new RegExp(`^${runtime} ${client}: ${what.source}`, "m").exec(bench);
   const publish = line(/publish \d+ \(channel\.publish.*?: (\d+) events\/s/);
   const hop = line(/publish → delivered.*?p50 ([\d.]+) ms, p99 ([\d.]+) ms/);
   const replay = line(/replay 10 000 events from Redis: median ([\d.]+) ms/);
@@ -617,19 +619,11 @@ async function runRedis(
     errors.push(`redis_bench.ts: figures for ${client} not found`);
     return undefined;
   }
-  console.log(`\n$ ${runtime} bench/redis_fanout_bench.ts`);
-  const fan = await run(
-    ...redisCommand(runtime, "bench/redis_fanout_bench.ts"),
-    5 * 60_000,
-  );
-  process.stdout.write(fan.stdout);
-  if (fan.code !== 0) {
-    errors.push(`redis_fanout_bench.ts exited with ${fan.code}`);
-  }
+  const fan = await script("redis_fanout_bench.ts") ?? "";
   const fanout: RedisFigures["fanout"] = [];
   const pattern =
     /^(1 process, in memory|3 instances on Redis) at (\d+)\/s: .*?\((\d+)\/\d+ members got all\), ([\d.]+) M deliveries\/s/gm;
-  for (const m of fan.stdout.matchAll(pattern)) {
+  for (const m of fan.matchAll(pattern)) {
     const rate = Number(m[2]);
     let row = fanout.find((r) => r.rate === rate);
     if (!row) {

@@ -31,6 +31,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { runChecked } from "./_process.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = join(root, "node_modules", ".bin");
@@ -49,24 +50,8 @@ const NOT_RUN: Record<string, string> = {
 };
 const WAIT_MS = 20_000;
 
-function run(command: string, args: string[], cwd: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd,
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk));
-    child.on(
-      "close",
-      (code) =>
-        code === 0
-          ? resolve()
-          : reject(new Error(`${command} ${args.join(" ")}: ${output}`)),
-    );
-  });
+function run(command: string, args: string[], cwd: string): Promise<string> {
+  return runChecked(command, args, cwd, env);
 }
 
 /** A free port on 127.0.0.1 (closed again before the example takes it). */

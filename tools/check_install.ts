@@ -20,7 +20,6 @@
  * @module
  */
 
-import { spawn } from "node:child_process";
 import {
   copyFileSync,
   mkdirSync,
@@ -32,6 +31,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { runChecked } from "./_process.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = join(root, "node_modules", ".bin");
@@ -50,29 +50,7 @@ const env = {
 
 /** Runs a command; rejects with its output when it exits non-zero. */
 function run(command: string, args: string[], cwd: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd,
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk));
-    child.on("error", reject);
-    child.on("close", (code) => {
-      if (code === 0) resolve(output);
-      else {
-        reject(
-          new Error(
-            `${command} ${args.join(" ")} exited ${code}:\n${
-              output.slice(-3000)
-            }`,
-          ),
-        );
-      }
-    });
-  });
+  return runChecked(command, args, cwd, env);
 }
 
 function project(dir: string, files: Record<string, string>): string {
@@ -241,33 +219,26 @@ routes.push(["Deno: an import map entry for @ssekit/sse", async (dir) => {
   return output.trim();
 }]);
 
-for (const runtime of ["node", "deno", "bun"] as const) {
-  routes.push([`vendoring sse.ts alone, on ${runtime}`, async (dir) => {
-    const app = project(join(dir, `vendor-sse-${runtime}`), {
-      "main.ts": VENDORED_SSE,
-    });
-    copyFileSync(join(root, "sse.ts"), join(app, "sse.ts"));
-    const output = await run(
-      runtime === "node" ? NODE : runtime === "deno" ? DENO : BUN,
-      runtime === "deno" ? ["run", "-A", "main.ts"] : ["main.ts"],
-      app,
-    );
-    expectOutput(output, /^data: ?hello$/m);
-    return output.trim();
-  }]);
-  routes.push([`vendoring client.ts alone, on ${runtime}`, async (dir) => {
-    const app = project(join(dir, `vendor-client-${runtime}`), {
-      "main.ts": VENDORED_CLIENT,
-    });
-    copyFileSync(join(root, "client.ts"), join(app, "client.ts"));
-    const output = await run(
-      runtime === "node" ? NODE : runtime === "deno" ? DENO : BUN,
-      runtime === "deno" ? ["run", "-A", "main.ts"] : ["main.ts"],
-      app,
-    );
-    expectOutput(output, "got hello");
-    return output.trim();
-  }]);
+const VENDORED: [file: string, main: string, expected: string | RegExp][] = [
+  ["sse.ts", VENDORED_SSE, /^data: ?hello$/m],
+  ["client.ts", VENDORED_CLIENT, "got hello"],
+];
+for (const [file, main, expected] of VENDORED) {
+  for (const runtime of ["node", "deno", "bun"] as const) {
+    routes.push([`vendoring ${file} alone, on ${runtime}`, async (dir) => {
+      const app = project(join(dir, `vendor-${file}-${runtime}`), {
+        "main.ts": main,
+      });
+      copyFileSync(join(root, file), join(app, file));
+      const output = await run(
+        runtime === "node" ? NODE : runtime === "deno" ? DENO : BUN,
+        runtime === "deno" ? ["run", "-A", "main.ts"] : ["main.ts"],
+        app,
+      );
+      expectOutput(output, expected);
+      return output.trim();
+    }]);
+  }
 }
 
 routes.push(["npm publish --dry-run", async () => {
