@@ -1065,11 +1065,92 @@ export interface EventConsumerOptions
   idleTimeout?: number;
 }
 
-/** One `for await` loop over an {@linkcode EventConsumer}. */
-interface IteratorQueue {
-  events: ServerSentMessageEvent[];
-  /** Resolves the pending `next()`, if one waits. */
-  wake: (() => void) | null;
+/** What a {@linkcode MessageLoop} needs of its consumer. */
+interface LoopHost {
+  /** The loop took an event: reading may resume. */
+  taken(): void;
+  /** Whether the stream is over, and the error if reading failed. */
+  outcome(): { over: boolean; failed: boolean; error: unknown };
+  /** The loop left early: close the consumer. */
+  leave(loop: MessageLoop): void;
+}
+
+const DONE: IteratorResult<never, void> = { done: true, value: undefined };
+
+/**
+ * One `for await` loop over an {@linkcode EventConsumer}: the events
+ * dispatched since it started and not yet taken. A hand-written iterator
+ * rather than an async generator: `next()` resolves at once from the queue,
+ * with one promise per event (a generator costs several).
+ */
+class MessageLoop implements AsyncIterableIterator<ServerSentMessageEvent> {
+  #events: (ServerSentMessageEvent | undefined)[] = [];
+  /** Index of the next event to take: the queue is `#events[#head…]`. */
+  #head = 0;
+  #wait: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  #host: LoopHost;
+  #done = false;
+
+  constructor(host: LoopHost) {
+    this.#host = host;
+  }
+
+  /** Events queued and not taken yet. */
+  get backlog(): number {
+    return this.#events.length - this.#head;
+  }
+
+  push(event: ServerSentMessageEvent): void {
+    this.#events.push(event);
+    this.wake();
+  }
+
+  /** Drops the events not taken yet. */
+  clear(): void {
+    this.#events.length = this.#head = 0;
+  }
+
+  /** Lets a waiting `next()` look again: an event came, or the end. */
+  wake(): void {
+    const wake = this.#wake;
+    if (wake === null) return;
+    this.#wake = this.#wait = null;
+    wake();
+  }
+
+  next(): Promise<IteratorResult<ServerSentMessageEvent, void>> {
+    if (this.#head < this.#events.length) {
+      const value = this.#events[this.#head]!;
+      this.#events[this.#head++] = undefined;
+      if (this.#head === this.#events.length) this.clear();
+      this.#host.taken();
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.#done) return Promise.resolve(DONE);
+    const { over, failed, error } = this.#host.outcome();
+    if (over) {
+      this.#done = true;
+      this.#host.leave(this);
+      return failed ? Promise.reject(error) : Promise.resolve(DONE);
+    }
+    this.#wait ??= new Promise<void>((resolve) => (this.#wake = resolve));
+    return this.#wait.then(() => this.next());
+  }
+
+  /** Leaving the loop early (`break`, `return`, a throw) closes the consumer. */
+  return(): Promise<IteratorResult<ServerSentMessageEvent, void>> {
+    if (!this.#done) {
+      this.#done = true;
+      this.clear();
+      this.#host.leave(this);
+    }
+    return Promise.resolve(DONE);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
 }
 
 /** Events queued for a slow `for await` loop before reading pauses. */
@@ -1138,7 +1219,9 @@ export class EventConsumer extends EventTarget {
   #error: unknown = undefined;
   #failed = false;
   #origin: string;
-  #queues = new Set<IteratorQueue>();
+  #loops = new Set<MessageLoop>();
+  /** Types that ever had a listener: only those are dispatched. */
+  #listened = new Set<string>();
   #resumeReading: (() => void) | null = null;
 
   /**
@@ -1214,7 +1297,7 @@ export class EventConsumer extends EventTarget {
    */
   close(): void {
     if (this.#state === "closed") return;
-    for (const queue of this.#queues) queue.events.length = 0;
+    for (const loop of this.#loops) loop.clear();
     this.#finish(undefined, "EventConsumer.close() was called");
   }
 
@@ -1228,36 +1311,25 @@ export class EventConsumer extends EventTarget {
    *
    * @returns An async iterator of the events.
    */
-  async *[Symbol.asyncIterator](): AsyncGenerator<
-    ServerSentMessageEvent,
-    void,
-    undefined
-  > {
-    const queue: IteratorQueue = { events: [], wake: null };
-    this.#queues.add(queue);
+  [Symbol.asyncIterator](): AsyncIterableIterator<ServerSentMessageEvent> {
+    const loop = new MessageLoop({
+      taken: () => this.#maybeResume(),
+      outcome: () => ({
+        over: this.#state === "closed",
+        failed: this.#failed,
+        error: this.#error,
+      }),
+      leave: (loop) => {
+        this.#loops.delete(loop);
+        // Leaving the loop early ends the stream, as a ReadableStream's
+        // iterator does: nothing else would cancel the body.
+        if (this.#state !== "closed") this.close();
+        this.#maybeResume();
+      },
+    });
+    this.#loops.add(loop);
     this.#start();
-    try {
-      while (true) {
-        const event = queue.events.shift();
-        if (event !== undefined) {
-          this.#maybeResume();
-          yield event;
-          continue;
-        }
-        if (this.#state === "closed") {
-          if (this.#failed) throw this.#error;
-          return;
-        }
-        await new Promise<void>((resolve) => (queue.wake = resolve));
-        queue.wake = null;
-      }
-    } finally {
-      this.#queues.delete(queue);
-      // Leaving the loop early (break, return, throw) ends the stream, as a
-      // ReadableStream's iterator does: nothing else would cancel the body.
-      if (this.#state !== "closed") this.close();
-      this.#maybeResume();
-    }
+    return loop;
   }
 
   /**
@@ -1295,6 +1367,7 @@ export class EventConsumer extends EventTarget {
     options?: AddListenerOptions,
   ): void {
     super.addEventListener(type, listener, options);
+    if (listener !== null) this.#listened.add(type);
     this.#start();
   }
 
@@ -1383,22 +1456,22 @@ export class EventConsumer extends EventTarget {
   #deliver(event: ServerSentEvent): void {
     if (this.#state !== "reading") return;
     this.#lastEventId = event.lastEventId;
+    // An event no loop and no listener takes is not even created.
+    const listened = this.#listened.has(event.type);
+    if (this.#loops.size === 0 && !listened) return;
     const message = new MessageEvent(event.type, {
       data: event.data,
       lastEventId: event.lastEventId,
       origin: this.#origin,
     });
-    for (const queue of this.#queues) {
-      queue.events.push(message);
-      queue.wake?.();
-    }
-    this.dispatchEvent(message);
+    for (const loop of this.#loops) loop.push(message);
+    if (listened) this.dispatchEvent(message);
   }
 
   #mustPause(): boolean {
     if (this.#state !== "reading") return false;
-    for (const queue of this.#queues) {
-      if (queue.events.length >= ITERATOR_HIGH_WATER_MARK) return true;
+    for (const loop of this.#loops) {
+      if (loop.backlog >= ITERATOR_HIGH_WATER_MARK) return true;
     }
     return false;
   }
@@ -1427,7 +1500,7 @@ export class EventConsumer extends EventTarget {
     this.#failed = failed;
     this.#error = error;
     this.#reader.cancel(error).catch(() => {});
-    for (const queue of this.#queues) queue.wake?.();
+    for (const loop of this.#loops) loop.wake();
     this.#maybeResume();
     if (failed) {
       this.dispatchEvent(new EventStreamErrorEvent("error", { error }));

@@ -811,6 +811,68 @@ describe("EventConsumer: async iteration", () => {
     assert.deepEqual(closes, [true]);
     await source.cancelled;
   });
+  test("next() called again before the last one settled: events in order, then done", async () => {
+    const source = controlledBody();
+    const consumer = new EventConsumer(eventStreamResponse(source.body));
+    const iterator = consumer[Symbol.asyncIterator]();
+    const pending = [iterator.next(), iterator.next(), iterator.next()];
+    source.send("data: a\n\ndata: b\n\n");
+    source.end();
+    const results = await Promise.all(pending);
+    assert.deepEqual(
+      results.map((r) => (r.done ? "done" : r.value.data)),
+      ["a", "b", "done"],
+    );
+    assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  });
+  test("a failed stream rejects one next(); the ones after are done", async () => {
+    const source = controlledBody();
+    const consumer = new EventConsumer(eventStreamResponse(source.body));
+    const iterator = consumer[Symbol.asyncIterator]();
+    const first = iterator.next();
+    source.fail(new Error("gone"));
+    await assert.rejects(first, /gone/);
+    assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  });
+  test("loops and listeners each get every event they cover", async () => {
+    const consumer = new EventConsumer(
+      eventStreamResponse("data: a\n\nevent: x\ndata: b\n\ndata: c\n\n"),
+    );
+    const heard: string[] = [];
+    consumer.addEventListener("x", (e) => heard.push(`x:${e.data}`));
+    const loop = async (name: string): Promise<string[]> => {
+      const seen: string[] = [];
+      for await (const event of consumer) seen.push(`${name}:${event.data}`);
+      return seen;
+    };
+    const [one, two] = await Promise.all([loop("1"), loop("2")]);
+    assert.deepEqual(one, ["1:a", "1:b", "1:c"]);
+    assert.deepEqual(two, ["2:a", "2:b", "2:c"]);
+    assert.deepEqual(heard, ["x:b"]);
+  });
+  test("a listener of one type and none of another: the other is still counted in lastEventId", async () => {
+    const consumer = new EventConsumer(
+      eventStreamResponse("id: 1\nevent: x\ndata: a\n\nid: 2\ndata: b\n\n"),
+    );
+    const heard: string[] = [];
+    consumer.addEventListener("x", (e) => heard.push(e.data));
+    await new Promise((resolve) => consumer.addEventListener("close", resolve));
+    assert.deepEqual(heard, ["a"]);
+    assert.equal(consumer.lastEventId, "2");
+  });
+  test("return() ends the loop, closes the consumer, and drops what it had not taken", async () => {
+    const consumer = new EventConsumer(
+      eventStreamResponse("data: a\n\ndata: b\n\n"),
+    );
+    const iterator = consumer[Symbol.asyncIterator]();
+    assert.equal((await iterator.next()).value?.data, "a");
+    assert.deepEqual(await iterator.return!(), {
+      done: true,
+      value: undefined,
+    });
+    assert.equal(consumer.closed, true);
+    assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  });
 });
 
 // ---------------------------------------------------------------------------
