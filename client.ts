@@ -374,6 +374,8 @@ export class ServerSentEventParser {
    */
   #lfOnlyLines(text: string, position: number): number {
     let lf = text.indexOf("\n", position);
+    /** Whether the text holds U+0000 from `position` on: -1 not known yet. */
+    let nul = -1;
     while (lf !== -1) {
       if (lf === position) this.#dispatch(this.#takeData());
       else if (startsWithDataColon(text, position)) {
@@ -387,7 +389,12 @@ export class ServerSentEventParser {
           lf++;
         } else this.#appendData(value);
       } else if (startsWithIdColon(text, position)) {
-        this.#setId(text.slice(valueStart(text, position + 3, lf), lf));
+        // One search of the text for U+0000 (found: #setId ignores the id)
+        // rather than one per id: 10 % of small events' time on Bun.
+        if (nul === -1) nul = text.indexOf("\0", position) === -1 ? 0 : 1;
+        const value = text.slice(valueStart(text, position + 3, lf), lf);
+        if (nul === 0) this.#lastEventIdBuffer = value;
+        else this.#setId(value);
       } else if (startsWithEventColon(text, position)) {
         this.#eventType = text.slice(valueStart(text, position + 6, lf), lf);
       } else this.#line(text, position, lf);
