@@ -212,6 +212,8 @@ export const ROLES: Record<
   "ssekit ServerSentEventParser": { role: "ssekit", form: "function" },
   "ssekit ServerSentEventParserStream": { role: "ssekit", form: "stream" },
   "ssekit EventConsumer": { role: "ssekit", form: "stream" },
+  "floor (built)": { role: "floor", form: "function" },
+  "floor (built, stream)": { role: "floor", form: "stream" },
   "eventsource-encoder": { role: "peer", form: "function" },
   "better-sse EventBuffer": { role: "peer", form: "function" },
   "hono writeSSE": { role: "peer", form: "stream" },
