@@ -813,7 +813,6 @@ const defaultDropped = (
   event: "dropped",
   data: String(count),
 });
-const ignore = (): void => {};
 // How often a member that is behind, with no write of its own in flight and
 // no drain signal (`drained`, or `ready` past its own mark), checks whether
 // it has room again.
@@ -922,7 +921,28 @@ interface Pending {
   to: number;
 }
 
+/**
+ * A member's empty queue, shared (never written: only a queue with parts
+ * is). An idle member holds no array of its own.
+ */
+const NO_QUEUE = Object.freeze([]) as unknown as (Pending | undefined)[];
+
+/**
+ * What the channel does when a member's endpoint fires `close` (set once by
+ * {@linkcode EventChannel}'s static block: its private `#remove`). The
+ * {@linkcode Member} is itself the `close` listener, so a member needs no
+ * closure of its own for it.
+ */
+const channelOf = {} as {
+  closed(
+    channel: EventChannel<EventId | Promise<EventId>>,
+    state: Member,
+  ): void;
+};
+
+/** A channel's state for one member; the `close` listener of its endpoint. */
 class Member {
+  readonly channel: EventChannel<EventId | Promise<EventId>>;
   readonly endpoint: ChannelMember;
   readonly highWaterMark: number;
   readonly topics: ReadonlySet<string> | null;
@@ -932,15 +952,20 @@ class Member {
   skipThrough: EventId | undefined;
   /** Incremented by a reset of every member: a read under way is stale. */
   generation = 0;
-  onClose: () => void = ignore;
-  /** Called when the member may have room again (ready, or a poll). */
-  onRoom: () => void = ignore;
+  /**
+   * Called when the member may have room again (ready, or a poll); made the
+   * first time it waits.
+   */
+  onRoom: (() => void) | null = null;
   /** Whether `onRoom` is pending. */
   waiting = false;
-  /** Called when one of this member's writes settles. */
-  onSettled: () => void = ignore;
+  /**
+   * Called when one of this member's writes settles; made at its first
+   * write.
+   */
+  onSettled: (() => void) | null = null;
   /** Live events not yet written, oldest at `head`. */
-  queue: (Pending | undefined)[] = [];
+  queue: (Pending | undefined)[] = NO_QUEUE;
   head = 0;
   /** Bytes in `queue`: what the overflow policy looks at. */
   queuedBytes = 0;
@@ -954,15 +979,22 @@ class Member {
   timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
+    channel: EventChannel<EventId | Promise<EventId>>,
     endpoint: ChannelMember,
     highWaterMark: number,
     topics: ReadonlySet<string> | null,
     joinedAtSeq: number,
   ) {
+    this.channel = channel;
     this.endpoint = endpoint;
     this.highWaterMark = highWaterMark;
     this.topics = topics;
     this.joinedAtSeq = joinedAtSeq;
+  }
+
+  /** The endpoint's `close` event: the channel lets the member go. */
+  handleEvent(): void {
+    channelOf.closed(this.channel, this);
   }
 
   get behind(): boolean {
@@ -1038,6 +1070,10 @@ export class EventChannel<
   #batch: Batch | null = null;
   #membersDropped = 0;
   #eventsDropped = 0;
+
+  static {
+    channelOf.closed = (channel, state) => channel.#remove(state);
+  }
 
   /** Creates a channel with no members. */
   constructor(options: EventChannelOptions<Appended> = {}) {
@@ -1132,18 +1168,14 @@ export class EventChannel<
     const topics = options.topics === undefined
       ? null
       : new Set(options.topics);
-    const state = new Member(member, highWaterMark, topics, this.#seq);
-    state.onClose = () => this.#remove(state);
-    state.onRoom = () => {
-      state.waiting = false;
-      state.timer = undefined;
-      this.#pump(state);
-    };
-    state.onSettled = () => {
-      state.inFlight--;
-      if (state.behind) this.#pump(state);
-    };
-    member.addEventListener("close", state.onClose);
+    const state = new Member(
+      this as EventChannel<EventId | Promise<EventId>>,
+      member,
+      highWaterMark,
+      topics,
+      this.#seq,
+    );
+    member.addEventListener("close", state);
     this.#members.set(member, state);
     const lastEventId = options.lastEventId ?? member.lastEventId;
     if (lastEventId !== "") this.#resume(state, lastEventId);
@@ -1308,7 +1340,7 @@ export class EventChannel<
       state.generation++; // a replay under way is stale now
       state.replaying = false;
       state.skipThrough = undefined;
-      state.queue = [];
+      state.queue = NO_QUEUE;
       state.head = 0;
       state.queuedBytes = 0;
       state.droppedEvents = 0;
@@ -1374,11 +1406,11 @@ export class EventChannel<
     }
     // A queued part of a batch is a copy of just its bytes, so what the
     // member counts is what it holds (a view would pin the whole batch).
-    state.queue.push(
-      from === 0 && to === batch.count
-        ? { batch, from, to }
-        : { batch: batch.copy(from, to), from: 0, to: to - from },
-    );
+    const pending: Pending = from === 0 && to === batch.count
+      ? { batch, from, to }
+      : { batch: batch.copy(from, to), from: 0, to: to - from };
+    if (state.queue === NO_QUEUE) state.queue = [pending];
+    else state.queue.push(pending);
     state.queuedBytes += size;
     if (state.queuedBytes > state.highWaterMark) this.#overflowed(state);
     this.#waitForRoom(state);
@@ -1435,8 +1467,9 @@ export class EventChannel<
       // the limit minus its size, or empty.
       const next = state.preface?.byteLength ?? nextSize(state);
       try {
+        const onRoom = this.#onRoom(state);
         endpoint.drained(Math.max(0, state.highWaterMark - next))
-          .then(state.onRoom, state.onRoom);
+          .then(onRoom, onRoom);
         return;
       } catch {
         // A member whose `drained` throws is polled instead.
@@ -1447,10 +1480,20 @@ export class EventChannel<
       ready !== undefined && endpoint.highWaterMark !== undefined &&
       endpoint.bufferedAmount > endpoint.highWaterMark
     ) {
-      ready.then(state.onRoom, state.onRoom);
+      const onRoom = this.#onRoom(state);
+      ready.then(onRoom, onRoom);
       return;
     }
-    state.timer = setTimeout(state.onRoom, POLL_INTERVAL);
+    state.timer = setTimeout(this.#onRoom(state), POLL_INTERVAL);
+  }
+
+  /** The member's `onRoom`, made the first time it waits. */
+  #onRoom(state: Member): () => void {
+    return state.onRoom ??= () => {
+      state.waiting = false;
+      state.timer = undefined;
+      this.#pump(state);
+    };
   }
 
   /** Writes what is queued for a member, as far as its endpoint has room. */
@@ -1479,7 +1522,7 @@ export class EventChannel<
       this.#write(state, batch.slice(from, to));
     }
     if (state.head === queue.length) {
-      state.queue = [];
+      state.queue = NO_QUEUE;
       state.head = 0;
       return;
     }
@@ -1510,7 +1553,11 @@ export class EventChannel<
       return;
     }
     state.inFlight++;
-    written.then(state.onSettled, state.onSettled);
+    const onSettled = state.onSettled ??= () => {
+      state.inFlight--;
+      if (state.behind) this.#pump(state);
+    };
+    written.then(onSettled, onSettled);
   }
 
   #resume(state: Member, lastEventId: string): void {
@@ -1580,14 +1627,14 @@ export class EventChannel<
   #remove(state: Member): void {
     if (state.gone) return;
     state.gone = true;
-    state.queue = [];
+    state.queue = NO_QUEUE;
     state.head = 0;
     state.queuedBytes = 0;
     state.preface = null;
     if (state.timer !== undefined) clearTimeout(state.timer);
     state.timer = undefined;
     state.waiting = false;
-    state.endpoint.removeEventListener("close", state.onClose);
+    state.endpoint.removeEventListener("close", state);
     this.#members.delete(state.endpoint);
   }
 }
@@ -1616,7 +1663,7 @@ function skipQueued(state: Member, id: EventId): void {
     if (pending.from === pending.to) queue[state.head++] = undefined;
     return;
   }
-  state.queue = [];
+  state.queue = NO_QUEUE;
   state.head = 0;
   state.queuedBytes = 0;
   state.skipThrough = id;

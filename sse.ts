@@ -682,13 +682,18 @@ function readSetup(
 // EventEndpoint: transports
 // ---------------------------------------------------------------------------
 
-/** What a transport reports to its endpoint. */
-interface SinkHost {
+/**
+ * What a transport reports to its endpoint: the endpoint's private `#taken`
+ * and `#finish`, set once by {@linkcode EventEndpoint}'s static block. A
+ * sink keeps its endpoint and calls these, so an endpoint needs no host
+ * object or closures of its own (with thousands of idle clients it shows).
+ */
+const host = {} as {
   /** The runtime took the bytes written: `buffered` dropped. */
-  taken(): void;
+  taken(endpoint: EventEndpoint): void;
   /** The stream ended: cleanly after `end()`, else the client left. */
-  ended(clean: boolean, reason: string): void;
-}
+  ended(endpoint: EventEndpoint, clean: boolean, reason: string): void;
+};
 
 /** A transport: where an endpoint's chunks go. */
 interface Sink {
@@ -702,39 +707,47 @@ interface Sink {
   end(): void;
   /** Tears the connection down now; no callback follows. */
   abort(error: Error): void;
-  /** Stops reporting to the host. */
+  /** Stops reporting to the endpoint. */
   detach(): void;
 }
 
 /**
  * A web response body. It keeps one chunk in its queue (`highWaterMark: 1`),
  * so the runtime's next read finds it at once; that chunk counts as buffered
- * until the stream pulls again, which means the runtime has read it.
+ * until the stream pulls again, which means the runtime has read it. The
+ * sink is the body's underlying source itself (no object or closures more).
  */
 class WebSink implements Sink {
   readonly body: ReadableStream<Uint8Array>;
   buffered = 0;
-  #host: SinkHost | null;
+  #endpoint: EventEndpoint | null;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #pulled = false;
 
-  constructor(host: SinkHost) {
-    this.#host = host;
-    this.body = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.#controller = controller;
-      },
-      // Returns nothing: a pending promise per idle client costs memory.
-      pull: () => {
-        this.#pulled = true;
-        if (this.buffered > 0) {
-          this.buffered = 0;
-          this.#host?.taken();
-        }
-      },
-      // The runtime cancels the body when the client goes away.
-      cancel: () => this.#host?.ended(false, "the client disconnected"),
-    }, { highWaterMark: 1 });
+  constructor(endpoint: EventEndpoint) {
+    this.#endpoint = endpoint;
+    this.body = new ReadableStream<Uint8Array>(this, { highWaterMark: 1 });
+  }
+
+  /** Underlying source: keeps the controller. */
+  start(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.#controller = controller;
+  }
+
+  /** Underlying source: returns nothing (a pending promise per idle client costs memory). */
+  pull(): void {
+    this.#pulled = true;
+    if (this.buffered > 0) {
+      this.buffered = 0;
+      if (this.#endpoint) host.taken(this.#endpoint);
+    }
+  }
+
+  /** Underlying source: the runtime cancels the body when the client goes away. */
+  cancel(): void {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the client disconnected");
+    }
   }
 
   get writable(): boolean {
@@ -750,7 +763,7 @@ class WebSink implements Sink {
   end(): void {
     this.#pulled = false;
     this.#controller.close();
-    this.#host?.ended(true, "");
+    if (this.#endpoint) host.ended(this.#endpoint, true, "");
   }
 
   abort(error: Error): void {
@@ -765,37 +778,43 @@ class WebSink implements Sink {
   }
 
   detach(): void {
-    this.#host = null;
+    this.#endpoint = null;
   }
 }
 
-/** A `node:http` / `node:http2` compatibility API response. */
+/**
+ * A `node:http` / `node:http2` compatibility API response. An idle one has
+ * two listeners on `res` (`close`, `error`); `drain` is added the first time
+ * a write has to wait, `finish` by `end()`.
+ */
 class NodeSink implements Sink {
   readonly #res: NodeResponseLike;
-  #host: SinkHost;
+  #endpoint: EventEndpoint | null;
   #waiting = false;
   #ended = false;
-  readonly #listeners: [string, () => void][];
+  readonly #onClose = (): void => this.#left();
+  // Stays attached after detach(): an unhandled `error` crashes node.
+  readonly #onError = (): void => {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the response failed");
+    }
+  };
+  #onDrain: (() => void) | null = null;
+  #onFinish: (() => void) | null = null;
 
-  constructor(res: NodeResponseLike, host: SinkHost) {
+  constructor(res: NodeResponseLike, endpoint: EventEndpoint) {
     this.#res = res;
-    this.#host = host;
-    const left = () => this.#host.ended(false, "the client disconnected");
-    this.#listeners = [
-      ["drain", () => {
-        this.#waiting = false;
-        this.#host.taken();
-      }],
-      // node:http2's compatibility API emits `finish` when the client resets
-      // the stream too, so only a `finish` after `end()` is clean.
-      ["finish", () => this.#ended ? this.#host.ended(true, "") : left()],
-      ["close", left],
-      // Stays attached after detach(): an unhandled `error` crashes node.
-      ["error", () => this.#host.ended(false, "the response failed")],
-    ];
-    for (const [event, listener] of this.#listeners) res.on(event, listener);
+    this.#endpoint = endpoint;
+    res.on("close", this.#onClose);
+    res.on("error", this.#onError);
     // The client left before the handler ran: `close` already fired.
-    if (res.destroyed) queueMicrotask(left);
+    if (res.destroyed) queueMicrotask(this.#onClose);
+  }
+
+  #left(): void {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the client disconnected");
+    }
   }
 
   get buffered(): number {
@@ -808,15 +827,33 @@ class NodeSink implements Sink {
 
   write(bytes: Uint8Array): void {
     try {
-      if (!this.#res.write(bytes)) this.#waiting = true;
+      if (!this.#res.write(bytes)) this.#wait();
     } catch {
       this.abort();
-      this.#host.ended(false, "a write failed");
+      if (this.#endpoint) host.ended(this.#endpoint, false, "a write failed");
     }
+  }
+
+  /** `res` asked to wait for `drain`: listen for it (once per response). */
+  #wait(): void {
+    this.#waiting = true;
+    if (this.#onDrain !== null || this.#endpoint === null) return;
+    this.#onDrain = () => {
+      this.#waiting = false;
+      if (this.#endpoint) host.taken(this.#endpoint);
+    };
+    this.#res.on("drain", this.#onDrain);
   }
 
   end(): void {
     this.#ended = true;
+    // node:http2's compatibility API emits `finish` when the client resets
+    // the stream too (and `close` right after), so only a `finish` after
+    // `end()` is clean.
+    this.#onFinish = () => {
+      if (this.#endpoint) host.ended(this.#endpoint, true, "");
+    };
+    this.#res.on("finish", this.#onFinish);
     this.#res.end();
   }
 
@@ -830,10 +867,10 @@ class NodeSink implements Sink {
   }
 
   detach(): void {
-    for (const [event, listener] of this.#listeners) {
-      if (event !== "error") this.#res.off(event, listener);
-    }
-    this.#host = { taken: ignore, ended: ignore };
+    this.#endpoint = null;
+    this.#res.off("close", this.#onClose);
+    if (this.#onDrain !== null) this.#res.off("drain", this.#onDrain);
+    if (this.#onFinish !== null) this.#res.off("finish", this.#onFinish);
   }
 }
 
@@ -991,6 +1028,11 @@ export class EventEndpoint extends EventTarget {
   /** One timer per heartbeat interval, not one per client. */
   static #clocks = new Map<number, HeartbeatClock>();
 
+  static {
+    host.taken = (endpoint) => endpoint.#taken();
+    host.ended = (endpoint, clean, reason) => endpoint.#finish(clean, reason);
+  }
+
   /**
    * Serves a web `Request`; return {@linkcode EventEndpoint.response}.
    *
@@ -1050,17 +1092,13 @@ export class EventEndpoint extends EventTarget {
     }
 
     // 3. Wire the transport and queue the first bytes.
-    const host: SinkHost = {
-      taken: () => this.#taken(),
-      ended: (clean, reason) => this.#finish(clean, reason),
-    };
     const headers = responseHeaders(extra);
     if (res) {
       res.writeHead(200, nodeHeaders(request as NodeRequestLike, headers));
-      this.#sink = new NodeSink(res, host);
+      this.#sink = new NodeSink(res, this);
       this.#startHeartbeat();
     } else {
-      const sink = new WebSink(host);
+      const sink = new WebSink(this);
       this.#sink = sink;
       this.#response = new Response(sink.body, {
         status: 200,
