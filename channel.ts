@@ -928,6 +928,20 @@ interface Pending {
 const NO_QUEUE = Object.freeze([]) as unknown as (Pending | undefined)[];
 
 /**
+ * How an `EventEndpoint` (sse.ts) takes a member as its one close watcher
+ * instead of a registered `close` listener, which costs a few hundred bytes
+ * per member on Bun and Node: `endpoint[CLOSE_WATCHER](state, true)` adds,
+ * `(state, false)` removes; each returns whether it did. Any other member
+ * (or an endpoint that already has a watcher) gets a `close` listener.
+ */
+const CLOSE_WATCHER = Symbol.for("ssekit.closeWatcher");
+
+/** A member that may take a close watcher (see `CLOSE_WATCHER`). */
+type Watchable = ChannelMember & {
+  [CLOSE_WATCHER]?: (watcher: Member, add: boolean) => boolean;
+};
+
+/**
  * What the channel does when a member's endpoint fires `close` (set once by
  * {@linkcode EventChannel}'s static block: its private `#remove`). The
  * {@linkcode Member} is itself the `close` listener, so a member needs no
@@ -1175,7 +1189,9 @@ export class EventChannel<
       topics,
       this.#seq,
     );
-    member.addEventListener("close", state);
+    if (!(member as Watchable)[CLOSE_WATCHER]?.(state, true)) {
+      member.addEventListener("close", state);
+    }
     this.#members.set(member, state);
     const lastEventId = options.lastEventId ?? member.lastEventId;
     if (lastEventId !== "") this.#resume(state, lastEventId);
@@ -1634,7 +1650,10 @@ export class EventChannel<
     if (state.timer !== undefined) clearTimeout(state.timer);
     state.timer = undefined;
     state.waiting = false;
-    state.endpoint.removeEventListener("close", state);
+    const endpoint = state.endpoint as Watchable;
+    if (!endpoint[CLOSE_WATCHER]?.(state, false)) {
+      endpoint.removeEventListener("close", state);
+    }
     this.#members.delete(state.endpoint);
   }
 }

@@ -889,6 +889,23 @@ interface HeartbeatClock {
   timer: ReturnType<typeof setInterval>;
 }
 
+/** Told of an endpoint's `close` just before the event is dispatched. */
+interface CloseWatcher {
+  handleEvent(event: Event): void;
+}
+
+/**
+ * Internal, between this module and channel.ts (a registered symbol, so that
+ * this module still imports nothing and a vendored copy still takes part):
+ * `endpoint[CLOSE_WATCHER](watcher, true)` makes `watcher` the endpoint's
+ * one close watcher if it has none and is open, `(watcher, false)` removes
+ * it if it is that one; each returns whether it did. A channel keeps
+ * thousands of members, and a `close` listener registered on each costs a
+ * few hundred bytes on Bun and Node (see DEVELOPERS.md); a field does not.
+ * Defined by `defineProperty`, so it is no part of the public type.
+ */
+const CLOSE_WATCHER: unique symbol = Symbol.for("ssekit.closeWatcher");
+
 /** The parts of an endpoint with nothing queued (shared, never written). */
 const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
 
@@ -1022,6 +1039,8 @@ export class EventEndpoint extends EventTarget {
   #abortController: AbortController | null = null;
   /** Stops watching a web request's signal (node runtimes only). */
   #unwatch: (() => void) | null = null;
+  /** See {@linkcode CLOSE_WATCHER}. */
+  #closeWatcher: CloseWatcher | null = null;
 
   #clock: HeartbeatClock | null = null;
   #lastWriteTick = 0;
@@ -1031,6 +1050,20 @@ export class EventEndpoint extends EventTarget {
   static {
     host.taken = (endpoint) => endpoint.#taken();
     host.ended = (endpoint, clean, reason) => endpoint.#finish(clean, reason);
+    Object.defineProperty(EventEndpoint.prototype, CLOSE_WATCHER, {
+      value(this: EventEndpoint, watcher: CloseWatcher, add: boolean) {
+        if (add) {
+          if (this.#closeWatcher !== null || this.#state === "closed") {
+            return false;
+          }
+          this.#closeWatcher = watcher;
+          return true;
+        }
+        if (this.#closeWatcher !== watcher) return false;
+        this.#closeWatcher = null;
+        return true;
+      },
+    });
   }
 
   /**
@@ -1549,7 +1582,11 @@ export class EventEndpoint extends EventTarget {
     this.#abortController?.abort(
       abortReason ?? new DOMException(reason || "closed", "AbortError"),
     );
-    super.dispatchEvent(closeEvent(clean, reason));
+    const event = closeEvent(clean, reason);
+    const watcher = this.#closeWatcher;
+    this.#closeWatcher = null;
+    watcher?.handleEvent(event);
+    super.dispatchEvent(event);
   }
 
   /**
