@@ -594,12 +594,27 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
     typeof value.write === "function";
 }
 
+/** An endpoint's limits, from its options. */
+interface Limits {
+  readonly heartbeat: number;
+  readonly highWaterMark: number;
+  readonly overflow: OverflowPolicy;
+}
+
+/**
+ * The default limits, which endpoints share (one field per endpoint, not
+ * three: with thousands of idle clients every field shows).
+ */
+const DEFAULT_LIMITS: Limits = Object.freeze({
+  heartbeat: 5000,
+  highWaterMark: 1024 * 1024,
+  overflow: "wait",
+});
+
 /** What an endpoint's arguments say, validated before anything is wired. */
 interface Setup {
   res: NodeResponseLike | null;
-  heartbeat: number;
-  highWaterMark: number;
-  overflow: OverflowPolicy;
+  limits: Limits;
   /** The stream's first bytes: a `retry:` field, or an empty comment. */
   first: string;
   extra: HeaderPairs;
@@ -644,12 +659,15 @@ function readSetup(
     header = (request as Request).headers.get("last-event-id");
   }
   const opts = options as EventEndpointOptions;
-  const heartbeat = checkNonNegative("heartbeat", opts.heartbeat ?? 5000);
+  const heartbeat = checkNonNegative(
+    "heartbeat",
+    opts.heartbeat ?? DEFAULT_LIMITS.heartbeat,
+  );
   const highWaterMark = checkNonNegative(
     "highWaterMark",
-    opts.highWaterMark ?? 1024 * 1024,
+    opts.highWaterMark ?? DEFAULT_LIMITS.highWaterMark,
   );
-  const overflow = opts.overflow ?? "wait";
+  const overflow = opts.overflow ?? DEFAULT_LIMITS.overflow;
   if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
     throw new TypeError(
       `Invalid overflow ${
@@ -664,11 +682,14 @@ function readSetup(
     typeof header === "string" ? header : "",
   );
   const noContent = lastEventId.startsWith(NO_RECONNECT_MARKER);
+  const limits = heartbeat === DEFAULT_LIMITS.heartbeat &&
+      highWaterMark === DEFAULT_LIMITS.highWaterMark &&
+      overflow === DEFAULT_LIMITS.overflow
+    ? DEFAULT_LIMITS
+    : { heartbeat, highWaterMark, overflow };
   return {
     res,
-    heartbeat,
-    highWaterMark,
-    overflow,
+    limits,
     first,
     extra,
     lastEventId: noContent
@@ -718,7 +739,6 @@ interface Sink {
  * sink is the body's underlying source itself (no object or closures more).
  */
 class WebSink implements Sink {
-  readonly body: ReadableStream<Uint8Array>;
   buffered = 0;
   #endpoint: EventEndpoint | null;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
@@ -726,7 +746,11 @@ class WebSink implements Sink {
 
   constructor(endpoint: EventEndpoint) {
     this.#endpoint = endpoint;
-    this.body = new ReadableStream<Uint8Array>(this, { highWaterMark: 1 });
+  }
+
+  /** The response body: call once. */
+  body(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>(this, { highWaterMark: 1 });
   }
 
   /** Underlying source: keeps the controller. */
@@ -1020,9 +1044,7 @@ export class EventEndpoint extends EventTarget {
   readonly #response: Response | null = null;
   /** `null` for a `204` endpoint, which never streams. */
   readonly #sink: WebSink | NodeSink | null = null;
-  readonly #heartbeat: number;
-  readonly #highWaterMark: number;
-  readonly #overflow: OverflowPolicy;
+  readonly #limits: Limits;
   #state: "open" | "closing" | "closed" = "open";
   #lastEventId: string;
   #droppedCount = 0;
@@ -1101,9 +1123,7 @@ export class EventEndpoint extends EventTarget {
     // 1. Validate everything; nothing is wired until it all passed.
     const setup = readSetup(request, resOrOptions, maybeOptions);
     const { res, extra, first, noContent } = setup;
-    this.#heartbeat = setup.heartbeat;
-    this.#highWaterMark = setup.highWaterMark;
-    this.#overflow = setup.overflow;
+    this.#limits = setup.limits;
     this.#lastEventId = setup.lastEventId;
 
     // 2. The client was told not to reconnect: 204, and `close` still
@@ -1133,7 +1153,7 @@ export class EventEndpoint extends EventTarget {
     } else {
       const sink = new WebSink(this);
       this.#sink = sink;
-      this.#response = new Response(sink.body, {
+      this.#response = new Response(sink.body(), {
         status: 200,
         headers: headers as [string, string][],
       });
@@ -1194,7 +1214,7 @@ export class EventEndpoint extends EventTarget {
    * {@linkcode EventEndpointOptions.highWaterMark}.
    */
   get highWaterMark(): number {
-    return this.#highWaterMark;
+    return this.#limits.highWaterMark;
   }
 
   /** Writes discarded by the `"drop"` {@linkcode OverflowPolicy}. */
@@ -1209,7 +1229,7 @@ export class EventEndpoint extends EventTarget {
    * resolves when it is again, or when the endpoint closes. Never rejects.
    */
   get ready(): Promise<void> {
-    if (this.bufferedAmount <= this.#highWaterMark) return READY;
+    if (this.bufferedAmount <= this.#limits.highWaterMark) return READY;
     const drain = this.#waitForDrain();
     return drain.ready ??= drain.promise.then(ignore);
   }
@@ -1474,13 +1494,13 @@ export class EventEndpoint extends EventTarget {
     if (this.#state !== "open") return NOT_DELIVERED;
     if (size === 0) return DELIVERED;
     const buffered = this.bufferedAmount;
-    const within = buffered + size <= this.#highWaterMark;
-    if (!within && buffered > 0 && this.#overflow !== "wait") {
-      if (this.#overflow === "drop") {
+    const within = buffered + size <= this.#limits.highWaterMark;
+    if (!within && buffered > 0 && this.#limits.overflow !== "wait") {
+      if (this.#limits.overflow === "drop") {
         this.#droppedCount++;
       } else {
         this.abort(
-          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`,
+          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#limits.highWaterMark}`,
         );
       }
       return NOT_DELIVERED;
@@ -1539,7 +1559,7 @@ export class EventEndpoint extends EventTarget {
 
   #checkDrain(): void {
     const drain = this.#drain;
-    if (drain !== null && this.bufferedAmount <= this.#highWaterMark) {
+    if (drain !== null && this.bufferedAmount <= this.#limits.highWaterMark) {
       this.#drain = null;
       drain.resolve(this.#state !== "closed");
     }
@@ -1610,9 +1630,11 @@ export class EventEndpoint extends EventTarget {
   // --- heartbeat: one shared timer per interval -------------------------------
 
   #startHeartbeat(): void {
-    if (this.#heartbeat === 0 || this.#clock || this.#state !== "open") return;
-    const clock = EventEndpoint.#clocks.get(this.#heartbeat) ??
-      EventEndpoint.#newClock(this.#heartbeat);
+    if (this.#limits.heartbeat === 0 || this.#clock || this.#state !== "open") {
+      return;
+    }
+    const clock = EventEndpoint.#clocks.get(this.#limits.heartbeat) ??
+      EventEndpoint.#newClock(this.#limits.heartbeat);
     clock.members.add(this);
     this.#clock = clock;
     this.#lastWriteTick = clock.tick;
@@ -1649,7 +1671,7 @@ export class EventEndpoint extends EventTarget {
     clock.members.delete(this);
     if (clock.members.size === 0) {
       clearInterval(clock.timer);
-      EventEndpoint.#clocks.delete(this.#heartbeat);
+      EventEndpoint.#clocks.delete(this.#limits.heartbeat);
     }
   }
 }
