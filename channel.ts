@@ -986,8 +986,11 @@ class Member {
   /** The replay (or reset event), written before anything queued. */
   preface: Uint8Array | null = null;
   droppedEvents = 0;
-  replaying = false;
-  gone = false;
+  /**
+   * `"replaying"` while the log reads what it missed (live events queue);
+   * `"gone"` once it left, for good.
+   */
+  phase: "live" | "replaying" | "gone" = "live";
   /** Writes whose promise has not settled yet. */
   inFlight = 0;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -1009,6 +1012,11 @@ class Member {
   /** The endpoint's `close` event: the channel lets the member go. */
   handleEvent(): void {
     channelOf.closed(this.channel, this);
+  }
+
+  /** Whether it left the channel (for good). */
+  get gone(): boolean {
+    return this.phase === "gone";
   }
 
   get behind(): boolean {
@@ -1354,7 +1362,7 @@ export class EventChannel<
       : this.#encoder.encode(encodeServerSentEvent({ ...this.#reset, id }));
     for (const state of this.#members.values()) {
       state.generation++; // a replay under way is stale now
-      state.replaying = false;
+      state.phase = "live";
       state.skipThrough = undefined;
       state.queue = NO_QUEUE;
       state.head = 0;
@@ -1416,7 +1424,7 @@ export class EventChannel<
       return;
     }
     const size = batch.size(from, to);
-    if (!state.behind && !state.replaying && state.fits(size)) {
+    if (!state.behind && state.phase === "live" && state.fits(size)) {
       this.#write(state, batch.slice(from, to));
       return;
     }
@@ -1473,7 +1481,7 @@ export class EventChannel<
    */
   #waitForRoom(state: Member): void {
     if (
-      state.gone || state.replaying || state.inFlight > 0 || state.waiting ||
+      state.phase !== "live" || state.inFlight > 0 || state.waiting ||
       !state.behind
     ) return;
     state.waiting = true;
@@ -1514,7 +1522,7 @@ export class EventChannel<
 
   /** Writes what is queued for a member, as far as its endpoint has room. */
   #pump(state: Member): void {
-    if (state.gone || state.replaying) return;
+    if (state.phase !== "live") return;
     if (state.endpoint.closed) {
       this.#remove(state);
       return;
@@ -1592,7 +1600,7 @@ export class EventChannel<
       this.#replay(state, read, upTo, lastEventId);
       return;
     }
-    state.replaying = true;
+    state.phase = "replaying";
     read.then(
       (result) => {
         if (state.generation === generation) {
@@ -1615,8 +1623,8 @@ export class EventChannel<
     upTo: EventId,
     lastEventId: EventId,
   ): void {
-    state.replaying = false;
     if (state.gone) return;
+    state.phase = "live";
     if (read.kind === "reset") {
       if (this.#reset !== null) {
         state.preface = this.#encoder.encode(
@@ -1642,7 +1650,7 @@ export class EventChannel<
 
   #remove(state: Member): void {
     if (state.gone) return;
-    state.gone = true;
+    state.phase = "gone";
     state.queue = NO_QUEUE;
     state.head = 0;
     state.queuedBytes = 0;
