@@ -736,7 +736,8 @@ interface Sink {
  * A web response body. It keeps one chunk in its queue (`highWaterMark: 1`),
  * so the runtime's next read finds it at once; that chunk counts as buffered
  * until the stream pulls again, which means the runtime has read it. The
- * sink is the body's underlying source itself (no object or closures more).
+ * sink is the body's underlying source itself (no separate source object or
+ * closures).
  */
 class WebSink implements Sink {
   buffered = 0;
@@ -758,7 +759,10 @@ class WebSink implements Sink {
     this.#controller = controller;
   }
 
-  /** Underlying source: returns nothing (a pending promise per idle client costs memory). */
+  /**
+   * Underlying source: the runtime read the queued chunk. Returns nothing: a
+   * pending promise per idle client costs memory.
+   */
   pull(): void {
     this.#pulled = true;
     if (this.buffered > 0) {
@@ -767,7 +771,7 @@ class WebSink implements Sink {
     }
   }
 
-  /** Underlying source: the runtime cancels the body when the client goes away. */
+  /** Underlying source: the runtime cancels the body when the client left. */
   cancel(): void {
     if (this.#endpoint) {
       host.ended(this.#endpoint, false, "the client disconnected");
