@@ -1076,7 +1076,7 @@ export class EventEndpoint extends EventTarget {
   static {
     host.taken = (endpoint) => endpoint.#taken();
     host.ended = (endpoint, clean, reason) => endpoint.#finish(clean, reason);
-    Object.defineProperty(EventEndpoint.prototype, CLOSE_WATCHER, {
+    Object.defineProperty(this.prototype, CLOSE_WATCHER, {
       value(this: EventEndpoint, watcher: CloseWatcher, add: boolean) {
         if (add) {
           if (this.#closeWatcher !== null || this.#state === "closed") {
