@@ -813,7 +813,6 @@ const defaultDropped = (
   event: "dropped",
   data: String(count),
 });
-const ignore = (): void => {};
 // How often a member that is behind, with no write of its own in flight and
 // no drain signal (`drained`, or `ready` past its own mark), checks whether
 // it has room again.
@@ -922,7 +921,42 @@ interface Pending {
   to: number;
 }
 
+/**
+ * A member's empty queue, shared (never written: only a queue with parts
+ * is). An idle member holds no array of its own.
+ */
+const NO_QUEUE = Object.freeze([]) as unknown as (Pending | undefined)[];
+
+/**
+ * How an `EventEndpoint` (sse.ts) takes a member as its one close watcher
+ * instead of a registered `close` listener, which costs a few hundred bytes
+ * per member on Bun and Node: `endpoint[CLOSE_WATCHER](state, true)` adds,
+ * `(state, false)` removes; each returns whether it did. Any other member
+ * (or an endpoint that already has a watcher) gets a `close` listener.
+ */
+const CLOSE_WATCHER = Symbol.for("ssekit.closeWatcher");
+
+/** A member that may take a close watcher (see `CLOSE_WATCHER`). */
+type Watchable = ChannelMember & {
+  [CLOSE_WATCHER]?: (watcher: Member, add: boolean) => boolean;
+};
+
+/**
+ * What the channel does when a member's endpoint fires `close` (set once by
+ * {@linkcode EventChannel}'s static block: its private `#remove`). The
+ * {@linkcode Member} is itself the `close` listener, so a member needs no
+ * closure of its own for it.
+ */
+const channelOf = {} as {
+  closed(
+    channel: EventChannel<EventId | Promise<EventId>>,
+    state: Member,
+  ): void;
+};
+
+/** A channel's state for one member; the `close` listener of its endpoint. */
 class Member {
+  readonly channel: EventChannel<EventId | Promise<EventId>>;
   readonly endpoint: ChannelMember;
   readonly highWaterMark: number;
   readonly topics: ReadonlySet<string> | null;
@@ -932,37 +966,57 @@ class Member {
   skipThrough: EventId | undefined;
   /** Incremented by a reset of every member: a read under way is stale. */
   generation = 0;
-  onClose: () => void = ignore;
-  /** Called when the member may have room again (ready, or a poll). */
-  onRoom: () => void = ignore;
+  /**
+   * Called when the member may have room again (ready, or a poll); made the
+   * first time it waits.
+   */
+  onRoom: (() => void) | null = null;
   /** Whether `onRoom` is pending. */
   waiting = false;
-  /** Called when one of this member's writes settles. */
-  onSettled: () => void = ignore;
+  /**
+   * Called when one of this member's writes settles; made at its first
+   * write.
+   */
+  onSettled: (() => void) | null = null;
   /** Live events not yet written, oldest at `head`. */
-  queue: (Pending | undefined)[] = [];
+  queue: (Pending | undefined)[] = NO_QUEUE;
   head = 0;
   /** Bytes in `queue`: what the overflow policy looks at. */
   queuedBytes = 0;
   /** The replay (or reset event), written before anything queued. */
   preface: Uint8Array | null = null;
   droppedEvents = 0;
-  replaying = false;
-  gone = false;
+  /**
+   * `"replaying"` while the log reads what it missed (live events queue);
+   * `"gone"` once it left, for good.
+   */
+  phase: "live" | "replaying" | "gone" = "live";
   /** Writes whose promise has not settled yet. */
   inFlight = 0;
   timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
+    channel: EventChannel<EventId | Promise<EventId>>,
     endpoint: ChannelMember,
     highWaterMark: number,
     topics: ReadonlySet<string> | null,
     joinedAtSeq: number,
   ) {
+    this.channel = channel;
     this.endpoint = endpoint;
     this.highWaterMark = highWaterMark;
     this.topics = topics;
     this.joinedAtSeq = joinedAtSeq;
+  }
+
+  /** The endpoint's `close` event: the channel lets the member go. */
+  handleEvent(): void {
+    channelOf.closed(this.channel, this);
+  }
+
+  /** Whether it left the channel (for good). */
+  get gone(): boolean {
+    return this.phase === "gone";
   }
 
   get behind(): boolean {
@@ -1038,6 +1092,10 @@ export class EventChannel<
   #batch: Batch | null = null;
   #membersDropped = 0;
   #eventsDropped = 0;
+
+  static {
+    channelOf.closed = (channel, state) => channel.#remove(state);
+  }
 
   /** Creates a channel with no members. */
   constructor(options: EventChannelOptions<Appended> = {}) {
@@ -1132,18 +1190,16 @@ export class EventChannel<
     const topics = options.topics === undefined
       ? null
       : new Set(options.topics);
-    const state = new Member(member, highWaterMark, topics, this.#seq);
-    state.onClose = () => this.#remove(state);
-    state.onRoom = () => {
-      state.waiting = false;
-      state.timer = undefined;
-      this.#pump(state);
-    };
-    state.onSettled = () => {
-      state.inFlight--;
-      if (state.behind) this.#pump(state);
-    };
-    member.addEventListener("close", state.onClose);
+    const state = new Member(
+      this as EventChannel<EventId | Promise<EventId>>,
+      member,
+      highWaterMark,
+      topics,
+      this.#seq,
+    );
+    if (!(member as Watchable)[CLOSE_WATCHER]?.(state, true)) {
+      member.addEventListener("close", state);
+    }
     this.#members.set(member, state);
     const lastEventId = options.lastEventId ?? member.lastEventId;
     if (lastEventId !== "") this.#resume(state, lastEventId);
@@ -1306,9 +1362,9 @@ export class EventChannel<
       : this.#encoder.encode(encodeServerSentEvent({ ...this.#reset, id }));
     for (const state of this.#members.values()) {
       state.generation++; // a replay under way is stale now
-      state.replaying = false;
+      state.phase = "live";
       state.skipThrough = undefined;
-      state.queue = [];
+      state.queue = NO_QUEUE;
       state.head = 0;
       state.queuedBytes = 0;
       state.droppedEvents = 0;
@@ -1368,17 +1424,17 @@ export class EventChannel<
       return;
     }
     const size = batch.size(from, to);
-    if (!state.behind && !state.replaying && state.fits(size)) {
+    if (!state.behind && state.phase === "live" && state.fits(size)) {
       this.#write(state, batch.slice(from, to));
       return;
     }
     // A queued part of a batch is a copy of just its bytes, so what the
     // member counts is what it holds (a view would pin the whole batch).
-    state.queue.push(
-      from === 0 && to === batch.count
-        ? { batch, from, to }
-        : { batch: batch.copy(from, to), from: 0, to: to - from },
-    );
+    const pending: Pending = from === 0 && to === batch.count
+      ? { batch, from, to }
+      : { batch: batch.copy(from, to), from: 0, to: to - from };
+    if (state.queue === NO_QUEUE) state.queue = [pending];
+    else state.queue.push(pending);
     state.queuedBytes += size;
     if (state.queuedBytes > state.highWaterMark) this.#overflowed(state);
     this.#waitForRoom(state);
@@ -1425,7 +1481,7 @@ export class EventChannel<
    */
   #waitForRoom(state: Member): void {
     if (
-      state.gone || state.replaying || state.inFlight > 0 || state.waiting ||
+      state.phase !== "live" || state.inFlight > 0 || state.waiting ||
       !state.behind
     ) return;
     state.waiting = true;
@@ -1435,8 +1491,9 @@ export class EventChannel<
       // the limit minus its size, or empty.
       const next = state.preface?.byteLength ?? nextSize(state);
       try {
+        const onRoom = this.#onRoom(state);
         endpoint.drained(Math.max(0, state.highWaterMark - next))
-          .then(state.onRoom, state.onRoom);
+          .then(onRoom, onRoom);
         return;
       } catch {
         // A member whose `drained` throws is polled instead.
@@ -1447,15 +1504,25 @@ export class EventChannel<
       ready !== undefined && endpoint.highWaterMark !== undefined &&
       endpoint.bufferedAmount > endpoint.highWaterMark
     ) {
-      ready.then(state.onRoom, state.onRoom);
+      const onRoom = this.#onRoom(state);
+      ready.then(onRoom, onRoom);
       return;
     }
-    state.timer = setTimeout(state.onRoom, POLL_INTERVAL);
+    state.timer = setTimeout(this.#onRoom(state), POLL_INTERVAL);
+  }
+
+  /** The member's `onRoom`, made the first time it waits. */
+  #onRoom(state: Member): () => void {
+    return state.onRoom ??= () => {
+      state.waiting = false;
+      state.timer = undefined;
+      this.#pump(state);
+    };
   }
 
   /** Writes what is queued for a member, as far as its endpoint has room. */
   #pump(state: Member): void {
-    if (state.gone || state.replaying) return;
+    if (state.phase !== "live") return;
     if (state.endpoint.closed) {
       this.#remove(state);
       return;
@@ -1479,7 +1546,7 @@ export class EventChannel<
       this.#write(state, batch.slice(from, to));
     }
     if (state.head === queue.length) {
-      state.queue = [];
+      state.queue = NO_QUEUE;
       state.head = 0;
       return;
     }
@@ -1510,7 +1577,11 @@ export class EventChannel<
       return;
     }
     state.inFlight++;
-    written.then(state.onSettled, state.onSettled);
+    const onSettled = state.onSettled ??= () => {
+      state.inFlight--;
+      if (state.behind) this.#pump(state);
+    };
+    written.then(onSettled, onSettled);
   }
 
   #resume(state: Member, lastEventId: string): void {
@@ -1529,7 +1600,7 @@ export class EventChannel<
       this.#replay(state, read, upTo, lastEventId);
       return;
     }
-    state.replaying = true;
+    state.phase = "replaying";
     read.then(
       (result) => {
         if (state.generation === generation) {
@@ -1552,8 +1623,8 @@ export class EventChannel<
     upTo: EventId,
     lastEventId: EventId,
   ): void {
-    state.replaying = false;
     if (state.gone) return;
+    state.phase = "live";
     if (read.kind === "reset") {
       if (this.#reset !== null) {
         state.preface = this.#encoder.encode(
@@ -1579,15 +1650,18 @@ export class EventChannel<
 
   #remove(state: Member): void {
     if (state.gone) return;
-    state.gone = true;
-    state.queue = [];
+    state.phase = "gone";
+    state.queue = NO_QUEUE;
     state.head = 0;
     state.queuedBytes = 0;
     state.preface = null;
     if (state.timer !== undefined) clearTimeout(state.timer);
     state.timer = undefined;
     state.waiting = false;
-    state.endpoint.removeEventListener("close", state.onClose);
+    const endpoint = state.endpoint as Watchable;
+    if (!endpoint[CLOSE_WATCHER]?.(state, false)) {
+      endpoint.removeEventListener("close", state);
+    }
     this.#members.delete(state.endpoint);
   }
 }
@@ -1616,7 +1690,7 @@ function skipQueued(state: Member, id: EventId): void {
     if (pending.from === pending.to) queue[state.head++] = undefined;
     return;
   }
-  state.queue = [];
+  state.queue = NO_QUEUE;
   state.head = 0;
   state.queuedBytes = 0;
   state.skipThrough = id;

@@ -266,6 +266,35 @@ describe("EventChannel: publish", () => {
     assert.equal(channel.size, 0);
   });
 
+  test("an EventEndpoint leaves every channel it is in when it closes, also after leave() and joining again", async () => {
+    const first = new EventChannel();
+    const second = new EventChannel();
+    const endpoint = new EventEndpoint(new Request("http://localhost/"), {
+      heartbeat: 0,
+    });
+    const seen: number[] = [];
+    // The channel that holds the endpoint's close watcher (the first to join)
+    // lets it go before any listener runs.
+    endpoint.addEventListener("close", () => seen.push(first.size));
+    first.join(endpoint);
+    second.join(endpoint);
+    assert.equal(first.leave(endpoint), true);
+    first.join(endpoint); // joins again
+    assert.deepEqual([first.size, second.size], [1, 1]);
+    const reader = endpoint.response!.body!.getReader();
+    first.publish({ data: "a" });
+    second.publish({ data: "b" });
+    let text = "";
+    while (!text.includes("data:b")) {
+      text += decoder.decode((await reader.read()).value);
+    }
+    assert.match(text, /data:a\n\n[^]*data:b\n\n/);
+    await reader.cancel(); // the client goes away
+    assert.deepEqual([first.size, second.size], [0, 0]);
+    assert.deepEqual(seen, [0]);
+    assert.equal(second.leave(endpoint), false);
+  });
+
   test("1000 in-process members receive 10 000 events in order", async () => {
     const channel = new EventChannel({
       history: new MemoryHistoryStore({ maxCount: 100 }),

@@ -618,12 +618,27 @@ function isNodeResponse(value: unknown): value is NodeResponseLike {
     typeof value.write === "function";
 }
 
+/** An endpoint's limits, from its options. */
+interface Limits {
+  readonly heartbeat: number;
+  readonly highWaterMark: number;
+  readonly overflow: OverflowPolicy;
+}
+
+/**
+ * The default limits, which endpoints share (one field per endpoint, not
+ * three: with thousands of idle clients every field shows).
+ */
+const DEFAULT_LIMITS: Limits = Object.freeze({
+  heartbeat: 5000,
+  highWaterMark: 1024 * 1024,
+  overflow: "wait",
+});
+
 /** What an endpoint's arguments say, validated before anything is wired. */
 interface Setup {
   res: NodeResponseLike | null;
-  heartbeat: number;
-  highWaterMark: number;
-  overflow: OverflowPolicy;
+  limits: Limits;
   /** The stream's first bytes: a `retry:` field, or an empty comment. */
   first: string;
   extra: HeaderPairs;
@@ -668,12 +683,15 @@ function readSetup(
     header = (request as Request).headers.get("last-event-id");
   }
   const opts = options as EventEndpointOptions;
-  const heartbeat = checkNonNegative("heartbeat", opts.heartbeat ?? 5000);
+  const heartbeat = checkNonNegative(
+    "heartbeat",
+    opts.heartbeat ?? DEFAULT_LIMITS.heartbeat,
+  );
   const highWaterMark = checkNonNegative(
     "highWaterMark",
-    opts.highWaterMark ?? 1024 * 1024,
+    opts.highWaterMark ?? DEFAULT_LIMITS.highWaterMark,
   );
-  const overflow = opts.overflow ?? "wait";
+  const overflow = opts.overflow ?? DEFAULT_LIMITS.overflow;
   if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
     throw new TypeError(
       `Invalid overflow ${
@@ -688,11 +706,14 @@ function readSetup(
     typeof header === "string" ? header : "",
   );
   const noContent = lastEventId.startsWith(NO_RECONNECT_MARKER);
+  const limits = heartbeat === DEFAULT_LIMITS.heartbeat &&
+      highWaterMark === DEFAULT_LIMITS.highWaterMark &&
+      overflow === DEFAULT_LIMITS.overflow
+    ? DEFAULT_LIMITS
+    : { heartbeat, highWaterMark, overflow };
   return {
     res,
-    heartbeat,
-    highWaterMark,
-    overflow,
+    limits,
     first,
     extra,
     lastEventId: noContent
@@ -706,13 +727,18 @@ function readSetup(
 // EventEndpoint: transports
 // ---------------------------------------------------------------------------
 
-/** What a transport reports to its endpoint. */
-interface SinkHost {
+/**
+ * What a transport reports to its endpoint: the endpoint's private `#taken`
+ * and `#finish`, set once by {@linkcode EventEndpoint}'s static block. A
+ * sink keeps its endpoint and calls these, so an endpoint needs no host
+ * object or closures of its own (with thousands of idle clients it shows).
+ */
+const host = {} as {
   /** The runtime took the bytes written: `buffered` dropped. */
-  taken(): void;
+  taken(endpoint: EventEndpoint): void;
   /** The stream ended: cleanly after `end()`, else the client left. */
-  ended(clean: boolean, reason: string): void;
-}
+  ended(endpoint: EventEndpoint, clean: boolean, reason: string): void;
+};
 
 /** A transport: where an endpoint's chunks go. */
 interface Sink {
@@ -726,39 +752,54 @@ interface Sink {
   end(): void;
   /** Tears the connection down now; no callback follows. */
   abort(error: Error): void;
-  /** Stops reporting to the host. */
+  /** Stops reporting to the endpoint. */
   detach(): void;
 }
 
 /**
  * A web response body. It keeps one chunk in its queue (`highWaterMark: 1`),
  * so the runtime's next read finds it at once; that chunk counts as buffered
- * until the stream pulls again, which means the runtime has read it.
+ * until the stream pulls again, which means the runtime has read it. The
+ * sink is the body's underlying source itself (no separate source object or
+ * closures).
  */
 class WebSink implements Sink {
-  readonly body: ReadableStream<Uint8Array>;
   buffered = 0;
-  #host: SinkHost | null;
+  #endpoint: EventEndpoint | null;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #pulled = false;
 
-  constructor(host: SinkHost) {
-    this.#host = host;
-    this.body = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.#controller = controller;
-      },
-      // Returns nothing: a pending promise per idle client costs memory.
-      pull: () => {
-        this.#pulled = true;
-        if (this.buffered > 0) {
-          this.buffered = 0;
-          this.#host?.taken();
-        }
-      },
-      // The runtime cancels the body when the client goes away.
-      cancel: () => this.#host?.ended(false, "the client disconnected"),
-    }, { highWaterMark: 1 });
+  constructor(endpoint: EventEndpoint) {
+    this.#endpoint = endpoint;
+  }
+
+  /** The response body: call once. */
+  body(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>(this, { highWaterMark: 1 });
+  }
+
+  /** Underlying source: keeps the controller. */
+  start(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.#controller = controller;
+  }
+
+  /**
+   * Underlying source: the runtime read the queued chunk. Returns nothing: a
+   * pending promise per idle client costs memory.
+   */
+  pull(): void {
+    this.#pulled = true;
+    if (this.buffered > 0) {
+      this.buffered = 0;
+      if (this.#endpoint) host.taken(this.#endpoint);
+    }
+  }
+
+  /** Underlying source: the runtime cancels the body when the client left. */
+  cancel(): void {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the client disconnected");
+    }
   }
 
   get writable(): boolean {
@@ -774,7 +815,7 @@ class WebSink implements Sink {
   end(): void {
     this.#pulled = false;
     this.#controller.close();
-    this.#host?.ended(true, "");
+    if (this.#endpoint) host.ended(this.#endpoint, true, "");
   }
 
   abort(error: Error): void {
@@ -789,37 +830,43 @@ class WebSink implements Sink {
   }
 
   detach(): void {
-    this.#host = null;
+    this.#endpoint = null;
   }
 }
 
-/** A `node:http` / `node:http2` compatibility API response. */
+/**
+ * A `node:http` / `node:http2` compatibility API response. An idle one has
+ * two listeners on `res` (`close`, `error`); `drain` is added the first time
+ * a write has to wait, `finish` by `end()`.
+ */
 class NodeSink implements Sink {
   readonly #res: NodeResponseLike;
-  #host: SinkHost;
+  #endpoint: EventEndpoint | null;
   #waiting = false;
   #ended = false;
-  readonly #listeners: [string, () => void][];
+  readonly #onClose = (): void => this.#left();
+  // Stays attached after detach(): an unhandled `error` crashes node.
+  readonly #onError = (): void => {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the response failed");
+    }
+  };
+  #onDrain: (() => void) | null = null;
+  #onFinish: (() => void) | null = null;
 
-  constructor(res: NodeResponseLike, host: SinkHost) {
+  constructor(res: NodeResponseLike, endpoint: EventEndpoint) {
     this.#res = res;
-    this.#host = host;
-    const left = () => this.#host.ended(false, "the client disconnected");
-    this.#listeners = [
-      ["drain", () => {
-        this.#waiting = false;
-        this.#host.taken();
-      }],
-      // node:http2's compatibility API emits `finish` when the client resets
-      // the stream too, so only a `finish` after `end()` is clean.
-      ["finish", () => this.#ended ? this.#host.ended(true, "") : left()],
-      ["close", left],
-      // Stays attached after detach(): an unhandled `error` crashes node.
-      ["error", () => this.#host.ended(false, "the response failed")],
-    ];
-    for (const [event, listener] of this.#listeners) res.on(event, listener);
+    this.#endpoint = endpoint;
+    res.on("close", this.#onClose);
+    res.on("error", this.#onError);
     // The client left before the handler ran: `close` already fired.
-    if (res.destroyed) queueMicrotask(left);
+    if (res.destroyed) queueMicrotask(this.#onClose);
+  }
+
+  #left(): void {
+    if (this.#endpoint) {
+      host.ended(this.#endpoint, false, "the client disconnected");
+    }
   }
 
   get buffered(): number {
@@ -832,15 +879,33 @@ class NodeSink implements Sink {
 
   write(bytes: Uint8Array): void {
     try {
-      if (!this.#res.write(bytes)) this.#waiting = true;
+      if (!this.#res.write(bytes)) this.#wait();
     } catch {
       this.abort();
-      this.#host.ended(false, "a write failed");
+      if (this.#endpoint) host.ended(this.#endpoint, false, "a write failed");
     }
+  }
+
+  /** `res` asked to wait for `drain`: listen for it (once per response). */
+  #wait(): void {
+    this.#waiting = true;
+    if (this.#onDrain !== null || this.#endpoint === null) return;
+    this.#onDrain = () => {
+      this.#waiting = false;
+      if (this.#endpoint) host.taken(this.#endpoint);
+    };
+    this.#res.on("drain", this.#onDrain);
   }
 
   end(): void {
     this.#ended = true;
+    // node:http2's compatibility API emits `finish` when the client resets
+    // the stream too (and `close` right after), so only a `finish` after
+    // `end()` is clean.
+    this.#onFinish = () => {
+      if (this.#endpoint) host.ended(this.#endpoint, true, "");
+    };
+    this.#res.on("finish", this.#onFinish);
     this.#res.end();
   }
 
@@ -854,10 +919,10 @@ class NodeSink implements Sink {
   }
 
   detach(): void {
-    for (const [event, listener] of this.#listeners) {
-      if (event !== "error") this.#res.off(event, listener);
-    }
-    this.#host = { taken: ignore, ended: ignore };
+    this.#endpoint = null;
+    this.#res.off("close", this.#onClose);
+    if (this.#onDrain !== null) this.#res.off("drain", this.#onDrain);
+    if (this.#onFinish !== null) this.#res.off("finish", this.#onFinish);
   }
 }
 
@@ -875,6 +940,23 @@ interface HeartbeatClock {
   members: Set<EventEndpoint>;
   timer: ReturnType<typeof setInterval>;
 }
+
+/** Told of an endpoint's `close` just before the event is dispatched. */
+interface CloseWatcher {
+  handleEvent(event: Event): void;
+}
+
+/**
+ * Internal, between this module and channel.ts (a registered symbol, so that
+ * this module still imports nothing and a vendored copy still takes part):
+ * `endpoint[CLOSE_WATCHER](watcher, true)` makes `watcher` the endpoint's
+ * one close watcher if it has none and is open, `(watcher, false)` removes
+ * it if it is that one; each returns whether it did. A channel keeps
+ * thousands of members, and a `close` listener registered on each costs a
+ * few hundred bytes on Bun and Node (see DEVELOPERS.md); a field does not.
+ * Defined by `defineProperty`, so it is no part of the public type.
+ */
+const CLOSE_WATCHER: unique symbol = Symbol.for("ssekit.closeWatcher");
 
 /** The parts of an endpoint with nothing queued (shared, never written). */
 const NO_PARTS: readonly (string | Uint8Array)[] = Object.freeze([]);
@@ -990,9 +1072,7 @@ export class EventEndpoint extends EventTarget {
   readonly #response: Response | null = null;
   /** `null` for a `204` endpoint, which never streams. */
   readonly #sink: WebSink | NodeSink | null = null;
-  readonly #heartbeat: number;
-  readonly #highWaterMark: number;
-  readonly #overflow: OverflowPolicy;
+  readonly #limits: Limits;
   #state: "open" | "closing" | "closed" = "open";
   #lastEventId: string;
   #droppedCount = 0;
@@ -1009,11 +1089,32 @@ export class EventEndpoint extends EventTarget {
   #abortController: AbortController | null = null;
   /** Stops watching a web request's signal (node runtimes only). */
   #unwatch: (() => void) | null = null;
+  /** See {@linkcode CLOSE_WATCHER}. */
+  #closeWatcher: CloseWatcher | null = null;
 
   #clock: HeartbeatClock | null = null;
   #lastWriteTick = 0;
   /** One timer per heartbeat interval, not one per client. */
   static #clocks = new Map<number, HeartbeatClock>();
+
+  static {
+    host.taken = (endpoint) => endpoint.#taken();
+    host.ended = (endpoint, clean, reason) => endpoint.#finish(clean, reason);
+    Object.defineProperty(this.prototype, CLOSE_WATCHER, {
+      value(this: EventEndpoint, watcher: CloseWatcher, add: boolean) {
+        if (add) {
+          if (this.#closeWatcher !== null || this.#state === "closed") {
+            return false;
+          }
+          this.#closeWatcher = watcher;
+          return true;
+        }
+        if (this.#closeWatcher !== watcher) return false;
+        this.#closeWatcher = null;
+        return true;
+      },
+    });
+  }
 
   /**
    * Serves a web `Request`; return {@linkcode EventEndpoint.response}.
@@ -1050,9 +1151,7 @@ export class EventEndpoint extends EventTarget {
     // 1. Validate everything; nothing is wired until it all passed.
     const setup = readSetup(request, resOrOptions, maybeOptions);
     const { res, extra, first, noContent } = setup;
-    this.#heartbeat = setup.heartbeat;
-    this.#highWaterMark = setup.highWaterMark;
-    this.#overflow = setup.overflow;
+    this.#limits = setup.limits;
     this.#lastEventId = setup.lastEventId;
 
     // 2. The client was told not to reconnect: 204, and `close` still
@@ -1074,19 +1173,15 @@ export class EventEndpoint extends EventTarget {
     }
 
     // 3. Wire the transport and queue the first bytes.
-    const host: SinkHost = {
-      taken: () => this.#taken(),
-      ended: (clean, reason) => this.#finish(clean, reason),
-    };
     const headers = responseHeaders(extra);
     if (res) {
       res.writeHead(200, nodeHeaders(request as NodeRequestLike, headers));
-      this.#sink = new NodeSink(res, host);
+      this.#sink = new NodeSink(res, this);
       this.#startHeartbeat();
     } else {
-      const sink = new WebSink(host);
+      const sink = new WebSink(this);
       this.#sink = sink;
-      this.#response = new Response(sink.body, {
+      this.#response = new Response(sink.body(), {
         status: 200,
         headers: headers as [string, string][],
       });
@@ -1147,7 +1242,7 @@ export class EventEndpoint extends EventTarget {
    * {@linkcode EventEndpointOptions.highWaterMark}.
    */
   get highWaterMark(): number {
-    return this.#highWaterMark;
+    return this.#limits.highWaterMark;
   }
 
   /** Writes discarded by the `"drop"` {@linkcode OverflowPolicy}. */
@@ -1162,7 +1257,7 @@ export class EventEndpoint extends EventTarget {
    * resolves when it is again, or when the endpoint closes. Never rejects.
    */
   get ready(): Promise<void> {
-    if (this.bufferedAmount <= this.#highWaterMark) return READY;
+    if (this.bufferedAmount <= this.#limits.highWaterMark) return READY;
     const drain = this.#waitForDrain();
     return drain.ready ??= drain.promise.then(ignore);
   }
@@ -1427,13 +1522,13 @@ export class EventEndpoint extends EventTarget {
     if (this.#state !== "open") return NOT_DELIVERED;
     if (size === 0) return DELIVERED;
     const buffered = this.bufferedAmount;
-    const within = buffered + size <= this.#highWaterMark;
-    if (!within && buffered > 0 && this.#overflow !== "wait") {
-      if (this.#overflow === "drop") {
+    const within = buffered + size <= this.#limits.highWaterMark;
+    if (!within && buffered > 0 && this.#limits.overflow !== "wait") {
+      if (this.#limits.overflow === "drop") {
         this.#droppedCount++;
       } else {
         this.abort(
-          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#highWaterMark}`,
+          `the client was too slow: ${buffered} bytes buffered, highWaterMark ${this.#limits.highWaterMark}`,
         );
       }
       return NOT_DELIVERED;
@@ -1492,7 +1587,7 @@ export class EventEndpoint extends EventTarget {
 
   #checkDrain(): void {
     const drain = this.#drain;
-    if (drain !== null && this.bufferedAmount <= this.#highWaterMark) {
+    if (drain !== null && this.bufferedAmount <= this.#limits.highWaterMark) {
       this.#drain = null;
       drain.resolve(this.#state !== "closed");
     }
@@ -1535,7 +1630,11 @@ export class EventEndpoint extends EventTarget {
     this.#abortController?.abort(
       abortReason ?? new DOMException(reason || "closed", "AbortError"),
     );
-    super.dispatchEvent(closeEvent(clean, reason));
+    const event = closeEvent(clean, reason);
+    const watcher = this.#closeWatcher;
+    this.#closeWatcher = null;
+    watcher?.handleEvent(event);
+    super.dispatchEvent(event);
   }
 
   /**
@@ -1559,9 +1658,11 @@ export class EventEndpoint extends EventTarget {
   // --- heartbeat: one shared timer per interval -------------------------------
 
   #startHeartbeat(): void {
-    if (this.#heartbeat === 0 || this.#clock || this.#state !== "open") return;
-    const clock = EventEndpoint.#clocks.get(this.#heartbeat) ??
-      EventEndpoint.#newClock(this.#heartbeat);
+    if (this.#limits.heartbeat === 0 || this.#clock || this.#state !== "open") {
+      return;
+    }
+    const clock = EventEndpoint.#clocks.get(this.#limits.heartbeat) ??
+      EventEndpoint.#newClock(this.#limits.heartbeat);
     clock.members.add(this);
     this.#clock = clock;
     this.#lastWriteTick = clock.tick;
@@ -1598,7 +1699,7 @@ export class EventEndpoint extends EventTarget {
     clock.members.delete(this);
     if (clock.members.size === 0) {
       clearInterval(clock.timer);
-      EventEndpoint.#clocks.delete(this.#heartbeat);
+      EventEndpoint.#clocks.delete(this.#limits.heartbeat);
     }
   }
 }

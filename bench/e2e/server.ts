@@ -5,7 +5,8 @@
  * Usage: `<runtime> bench/e2e/server.ts <impl>` with impl one of
  * {@linkcode IMPLS}; prints `ready <port>` once listening. Each library runs
  * through its own idiom for a broadcast:
- * - `floor`: pre-encoded events written straight to the body, 64 per chunk;
+ * - `floor`: pre-encoded events written straight to the body, 64 per chunk,
+ *   with the same response headers as `EventEndpoint`;
  * - `ssekit-channel`: an `EventChannel` (what the README tells users to write
  *   for a broadcast: each event encoded once);
  * - `ssekit`: a Set of `EventEndpoint`s and one loop over all of them;
@@ -114,6 +115,21 @@ for (const e of floorEvents) {
   batchEnds.push(batchEnds.at(-1)! + e.length);
 }
 const readyBytes = encoder.encode(`data: ${READY}\n\n`);
+
+/**
+ * The floor's response headers: the ones `EventEndpoint` sends (sse.ts), so
+ * that both put the same head on the wire and hold the same header strings.
+ */
+const FLOOR_HEADERS: Record<string, string> = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  "x-accel-buffering": "no",
+};
+/** On node:http `EventEndpoint` also sets `Connection: keep-alive` (HTTP/1.1). */
+const FLOOR_NODE_HEADERS: Record<string, string> = {
+  ...FLOOR_HEADERS,
+  connection: "keep-alive",
+};
 
 const yieldToLoop = (): Promise<void> =>
   new Promise((resolve) => setImmediate(resolve));
@@ -270,12 +286,7 @@ function floorWeb(round: string): Response {
       } catch { /* closed by the client */ }
     },
   });
-  return new Response(body, {
-    headers: {
-      "content-type": "text/event-stream",
-      "cache-control": "no-cache",
-    },
-  });
+  return new Response(body, { headers: FLOOR_HEADERS });
 }
 
 function ssekitWeb(request: Request, round: string): Response {
@@ -414,10 +425,7 @@ function nodeSse(
 ): void {
   switch (impl) {
     case "floor": {
-      res.writeHead(200, {
-        "content-type": "text/event-stream",
-        "cache-control": "no-cache",
-      });
+      res.writeHead(200, FLOOR_NODE_HEADERS);
       res.write(readyBytes);
       join(round, { send() {}, sendBatch: (chunk) => void res.write(chunk) });
       return;
