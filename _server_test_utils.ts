@@ -88,6 +88,19 @@ function webFetch(origin: string) {
     fetch(origin + path, init);
 }
 
+/** A listening `node:http` server as a test server. */
+function httpTestServer(server: http.Server, origin: string): TestServer {
+  return {
+    origin,
+    http2: false,
+    fetch: webFetch(origin),
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
 /**
  * The same response, with a body that pulls from the original one chunk at a
  * time (backpressure unchanged) and that `streaming`'s function ends.
@@ -181,16 +194,7 @@ export const nodeHttpServer: ServerKind = {
   skip: undefined,
   async start({ node }) {
     const server = http.createServer(node);
-    const origin = await listenOnLoopback(server);
-    return {
-      origin,
-      http2: false,
-      fetch: webFetch(origin),
-      async close() {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      },
-    };
+    return httpTestServer(server, await listenOnLoopback(server));
   },
 };
 
@@ -366,15 +370,7 @@ export const honoServer: ServerKind = {
     let origin = "";
     const server = http.createServer(webOnNode(fetchApp, () => origin));
     origin = await listenOnLoopback(server);
-    return {
-      origin,
-      http2: false,
-      fetch: webFetch(origin),
-      async close() {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
-      },
-    };
+    return httpTestServer(server, origin);
   },
 };
 
