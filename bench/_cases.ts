@@ -221,3 +221,20 @@ export const ROLES: Record<
   "ssekit encodeServerSentEvent": { role: "ssekit", form: "function" },
   "ssekit ServerSentEventStream": { role: "ssekit", form: "stream" },
 };
+
+/**
+ * The end-to-end implementations `e2e/server.ts` can run, each library
+ * through its own idiom. The targets read `ssekit-channel`, the broadcast the
+ * README tells users to write; the others are shown beside it.
+ */
+export const E2E_IMPLS = [
+  "floor",
+  "ssekit-channel",
+  "ssekit",
+  "ssekit-loops",
+  "hono",
+  "better-sse",
+  "better-sse-loops",
+  "better-sse-channel",
+  "jsext",
+] as const;

@@ -36,7 +36,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
-import { encodeCases, parseCases, ROLES } from "./_cases.ts";
+import { E2E_IMPLS, encodeCases, parseCases, ROLES } from "./_cases.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const benchDir = join(root, "bench");
@@ -49,22 +49,6 @@ const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
 const PARTS: Part[] = ["parse", "encode", "e2e", "redis"];
 /** The Redis part runs this many times per runtime (once with --quick). */
 const REDIS_PASSES = 3;
-/**
- * End-to-end implementations (see `e2e/server.ts`): each library through its
- * own idiom. The targets read `ssekit-channel`, the broadcast the README
- * tells users to write; the others are shown beside it.
- */
-const E2E_IMPLS = [
-  "floor",
-  "ssekit-channel",
-  "ssekit",
-  "ssekit-loops",
-  "hono",
-  "better-sse",
-  "better-sse-loops",
-  "better-sse-channel",
-  "jsext",
-] as const;
 /** What the end-to-end targets read. */
 const BROADCAST = "ssekit-channel";
 /** Implementations also run at {@linkcode SCALE} streams. */
@@ -391,6 +375,18 @@ interface E2eFigures {
   fanout: Record<string, Fanout>;
 }
 
+/** End-to-end figures with nothing measured yet. */
+function noE2eFigures(): E2eFigures {
+  return {
+    rounds: [],
+    ttfeMs: {},
+    ttfeVsFloor: {},
+    idleRss: {},
+    idleRssAt: {},
+    fanout: {},
+  };
+}
+
 /**
  * Merges end-to-end passes: per implementation and client count the round
  * that delivered most, and the lowest first-event time, idle RSS and fan-out
@@ -399,14 +395,7 @@ interface E2eFigures {
  */
 function bestE2e(passes: E2eFigures[]): E2eFigures {
   const rounds = new Map<string, Round>();
-  const best: E2eFigures = {
-    rounds: [],
-    ttfeMs: {},
-    ttfeVsFloor: {},
-    idleRss: {},
-    idleRssAt: {},
-    fanout: {},
-  };
+  const best = noE2eFigures();
   const lower = (
     into: Record<string, number>,
     from: Record<string, number>,
@@ -456,14 +445,7 @@ async function runE2e(
   errors: string[],
   reverse: boolean,
 ): Promise<E2eFigures> {
-  const figures: E2eFigures = {
-    rounds: [],
-    ttfeMs: {},
-    ttfeVsFloor: {},
-    idleRss: {},
-    idleRssAt: {},
-    fanout: {},
-  };
+  const figures = noE2eFigures();
   const idleClients = quick ? 200 : 1000;
   const spec = quick
     ? "1:200000,100:20000,1000:2000"

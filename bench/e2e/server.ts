@@ -3,7 +3,7 @@
  * server (Deno.serve, Bun.serve or node:http), listening on 127.0.0.1.
  *
  * Usage: `<runtime> bench/e2e/server.ts <impl>` with impl one of
- * {@linkcode IMPLS}; prints `ready <port>` once listening. Each library runs
+ * {@linkcode E2E_IMPLS}; prints `ready <port>` once listening. Each library runs
  * through its own idiom for a broadcast:
  * - `floor`: pre-encoded events written straight to the body, 64 per chunk,
  *   with the same response headers as `EventEndpoint`;
@@ -41,6 +41,7 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
+import { E2E_IMPLS } from "../_cases.ts";
 import { EventEndpoint } from "../../sse.ts";
 import { EventChannel } from "../../channel.ts";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
@@ -60,19 +61,7 @@ export const TICK =
 /** The first event of every stream. */
 export const READY = "@ready@";
 
-/** Every implementation this server can run. */
-const IMPLS = [
-  "floor",
-  "ssekit-channel",
-  "ssekit",
-  "ssekit-loops",
-  "hono",
-  "better-sse",
-  "better-sse-loops",
-  "better-sse-channel",
-  "jsext",
-] as const;
-type Impl = typeof IMPLS[number];
+type Impl = typeof E2E_IMPLS[number];
 
 /** One open stream, as the send loop sees it. */
 interface Stream {
@@ -83,8 +72,8 @@ interface Stream {
 }
 
 const impl = (process.argv[2] ?? "") as Impl;
-if (!(IMPLS as readonly string[]).includes(impl)) {
-  console.error(`usage: server.ts ${IMPLS.join("|")}, got "${impl}"`);
+if (!(E2E_IMPLS as readonly string[]).includes(impl)) {
+  console.error(`usage: server.ts ${E2E_IMPLS.join("|")}, got "${impl}"`);
   process.exit(2);
 }
 
