@@ -205,6 +205,8 @@ export const ROLES: Record<
 > = {
   "floor": { role: "floor", form: "function" },
   "floor (stream)": { role: "floor", form: "stream" },
+  "floor (events)": { role: "floor", form: "function" },
+  "floor (events, stream)": { role: "floor", form: "stream" },
   "floor (MessageEvent stream)": { role: "floor", form: "stream" },
   "eventsource-parser": { role: "peer", form: "function" },
   "eventsource-parser (stream)": { role: "peer", form: "stream" },
