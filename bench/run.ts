@@ -875,8 +875,8 @@ function targetList(r: RuntimeResults): Target[] {
     });
     list.push({
       // Re-based (issue 17): the stream floor emits one prebuilt object, and
-      // building each event's strings and object alone cost Bun 1.34× it on
-      // small events; see DEVELOPERS.md.
+      // building each event's strings and object alone cost up to 1.45× it
+      // (Bun, small events); see DEVELOPERS.md.
       name:
         `${group}: ServerSentEventParserStream ≤ 1.25× the stream floor that builds each event`,
       figure: (v) =>
