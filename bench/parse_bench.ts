@@ -345,6 +345,15 @@ function newlines(bytes: Uint8Array): number {
   return n;
 }
 
+/** Throws unless a floor that builds events built them all, with all data. */
+function expectEvents(c: ParseCase, name: string, tally: Tally): void {
+  if (tally.events !== c.events || tally.dataLength !== c.dataLength) {
+    throw new Error(
+      `${c.group}: ${name} gave ${tally.events} events of ${tally.dataLength} data, expected ${c.events} of ${c.dataLength}`,
+    );
+  }
+}
+
 for (const c of parseCases({ quick })) {
   const expectedLines = newlines(c.bytes);
   const got = floor(c);
@@ -359,29 +368,13 @@ for (const c of parseCases({ quick })) {
       `${c.group}: floor (stream) emitted ${streamEvents} events, expected ${c.events}`,
     );
   }
-  const built = floorEvents(c);
-  if (built.events !== c.events || built.dataLength !== c.dataLength) {
-    throw new Error(
-      `${c.group}: floor (events) gave ${built.events} events of ${built.dataLength} data, expected ${c.events} of ${c.dataLength}`,
-    );
-  }
-  const builtStream = await floorEventsStream(c);
-  if (
-    builtStream.events !== c.events || builtStream.dataLength !== c.dataLength
-  ) {
-    throw new Error(
-      `${c.group}: floor (events, stream) gave ${builtStream.events} events of ${builtStream.dataLength} data, expected ${c.events} of ${c.dataLength}`,
-    );
-  }
-  const messageEvents = await floorMessageEventStream(c);
-  if (
-    messageEvents.events !== c.events ||
-    messageEvents.dataLength !== c.dataLength
-  ) {
-    throw new Error(
-      `${c.group}: floor (MessageEvent stream) gave ${messageEvents.events} events of ${messageEvents.dataLength} data, expected ${c.events} of ${c.dataLength}`,
-    );
-  }
+  expectEvents(c, "floor (events)", floorEvents(c));
+  expectEvents(c, "floor (events, stream)", await floorEventsStream(c));
+  expectEvents(
+    c,
+    "floor (MessageEvent stream)",
+    await floorMessageEventStream(c),
+  );
   const benches: GroupBench[] = [{
     name: "floor",
     group: c.group,
