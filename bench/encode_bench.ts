@@ -13,7 +13,7 @@
  */
 
 import { benchGroup, type GroupBench, quick } from "./_adapter.ts";
-import { type EncodeCase, encodeCases } from "./_cases.ts";
+import { type EncodeCase, encodeCases, format } from "./_cases.ts";
 import { loadSsekit, type Message } from "./_ssekit.ts";
 import { encode as eventsourceEncode } from "eventsource-encoder";
 import { EventBuffer } from "better-sse";
@@ -73,40 +73,29 @@ function floorStream(c: EncodeCase, sink: Sink): Promise<number> {
 }
 
 /**
- * The wire text of a message built at call time with one template literal
- * and no checks: what every encoder that returns a new string pays before
- * encoding it. The engine keeps such a string as pieces that
+ * The floor with each string built at call time by `format`, one template
+ * literal and no checks: what every encoder that returns a new string pays
+ * before encoding it. The engine keeps such a string as pieces that
  * `TextEncoder.encode` must first join (V8 copies them), which the floor's
  * ready strings never need.
  */
-function build(m: EncodeCase["messages"][number]): string {
-  return m.event !== undefined
-    ? m.id !== undefined
-      ? `event: ${m.event}\nid: ${m.id}\ndata: ${m.data}\n\n`
-      : `event: ${m.event}\ndata: ${m.data}\n\n`
-    : m.id !== undefined
-    ? `id: ${m.id}\ndata: ${m.data}\n\n`
-    : `data: ${m.data}\n\n`;
-}
-
-/** The floor with each string built at call time (see `build`). */
 function floorBuilt(c: EncodeCase, sink: Sink): number {
   let bytes = 0;
   for (const message of c.messages) {
-    const out = encoder.encode(build(message));
+    const out = encoder.encode(format(message));
     bytes += out.length;
     sink?.(out);
   }
   return bytes;
 }
 
-/** The stream floor with each string built at call time (see `build`). */
+/** The stream floor with each string built at call time (see `floorBuilt`). */
 function floorBuiltStream(c: EncodeCase, sink: Sink): Promise<number> {
   return drain(
     source(c.messages).pipeThrough(
       new TransformStream<EncodeCase["messages"][number], Uint8Array>({
         transform(message, controller) {
-          controller.enqueue(encoder.encode(build(message)));
+          controller.enqueue(encoder.encode(format(message)));
         },
       }),
     ),
