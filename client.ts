@@ -380,8 +380,11 @@ export class ServerSentEventParser {
       if (lf === position) this.#dispatch(this.#takeData());
       else if (startsWithDataColon(text, position)) {
         const value = text.slice(valueStart(text, position + 5, lf), lf);
+        // `lf + 1` is tested against the length first: a `charCodeAt` past
+        // the end makes JavaScriptCore leave its optimized code each time.
         if (
-          !this.#hasData && text.charCodeAt(lf + 1) === LF &&
+          !this.#hasData && lf + 1 < text.length &&
+          text.charCodeAt(lf + 1) === LF &&
           value.length <= this.#uncountedLength
         ) {
           // A whole one-line event: its data needs no buffer.
