@@ -12,7 +12,7 @@
  * @module
  */
 
-import { benchGroup, type GroupBench, quick } from "./_adapter.ts";
+import { benchGroup, type GroupBench, quick, selected } from "./_adapter.ts";
 import { type EncodeCase, encodeCases, format } from "./_cases.ts";
 import { loadSsekit, type Message } from "./_ssekit.ts";
 import { encode as eventsourceEncode } from "eventsource-encoder";
@@ -218,7 +218,7 @@ async function verify(name: string, c: EncodeCase, encode: Encode) {
   });
 }
 
-for (const c of encodeCases({ quick })) {
+for (const c of encodeCases({ quick }).filter((c) => selected(c.group))) {
   const forms: [string, [string, Encode][], Encode, Encode][] = [
     [`${c.group} function`, functions, floor, floorBuilt],
     [`${c.group} stream`, streams, floorStream, floorBuiltStream],

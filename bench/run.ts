@@ -184,11 +184,12 @@ function run(
   command: string,
   args: string[],
   limitMs: number,
+  extraEnv: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, {
       cwd: root,
-      env,
+      env: { ...env, ...extraEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -271,34 +272,57 @@ function parseBenchJson(stdout: string, errors: string[]): Micro[] {
   return micro;
 }
 
+/** The parse and encode groups, by bench file, in the order they run. */
+function microGroups(parts: Part[]): [file: string, groups: string[]][] {
+  const list: [string, string[]][] = [];
+  if (parts.includes("parse")) {
+    list.push([
+      "bench/parse_bench.ts",
+      parseCases({ quick }).map((c) => c.group),
+    ]);
+  }
+  if (parts.includes("encode")) {
+    list.push([
+      "bench/encode_bench.ts",
+      encodeCases({ quick }).map((c) => c.group),
+    ]);
+  }
+  return list;
+}
+
+/**
+ * One pass of parse and encode: each case in a process of its own, so that no
+ * case is timed in a JIT shaped by the others (a parser that has parsed every
+ * other case first compiles differently; see DEVELOPERS.md).
+ */
 async function runMicro(
   runtime: Runtime,
   parts: Part[],
   errors: string[],
 ): Promise<Micro[]> {
-  const files = parts.filter((p) => p === "parse" || p === "encode").map((p) =>
-    `bench/${p}_bench.ts`
-  );
-  if (!files.length) return [];
   const limit = 10 * 60_000;
-  if (runtime === "deno") {
-    console.log(`\n$ deno bench -A --json ${files.join(" ")}`);
-    const { code, stdout } = await run(bin("deno"), [
-      "bench",
-      "-A",
-      "--json",
-      ...files,
-    ], limit);
-    if (code !== 0) errors.push(`deno bench exited with ${code}`);
-    return parseBenchJson(stdout, errors);
-  }
   const micro: Micro[] = [];
-  for (const file of files) {
-    const args = runtime === "node" ? [file, "--json"] : [file, "--json"];
-    console.log(`\n$ ${runtime} ${args.join(" ")}`);
-    const { code, stdout } = await run(bin(runtime), args, limit);
-    if (code !== 0) errors.push(`${runtime} ${file} exited with ${code}`);
-    micro.push(...parseBenchJson(stdout, errors));
+  for (const [file, groups] of microGroups(parts)) {
+    for (const group of groups) {
+      const args = runtime === "deno"
+        ? ["bench", "-A", "--json", file]
+        : [file, "--json"];
+      console.log(
+        `\n$ SSEKIT_BENCH_GROUP="${group}" ${runtime} ${args.join(" ")}`,
+      );
+      const { code, stdout } = await run(bin(runtime), args, limit, {
+        SSEKIT_BENCH_GROUP: group,
+      });
+      if (code !== 0) {
+        errors.push(`${runtime} ${file} (${group}) exited with ${code}`);
+      }
+      const results = parseBenchJson(stdout, errors);
+      // An encode case is two groups: "<case> function" and "<case> stream".
+      if (!results.some((m) => m.group.startsWith(group))) {
+        errors.push(`${runtime} ${file} (${group}) gave no results`);
+      }
+      micro.push(...results);
+    }
   }
   return micro;
 }
