@@ -3,7 +3,8 @@
  * pinned in package.json, then throughput, ratios and PASS/MISS per target.
  *
  * - parse and encode: `deno bench --json` on Deno; on Bun and Node the same
- *   files through `_adapter.ts` (mitata), which prints the same JSON.
+ *   files through `_adapter.ts` (mitata), which prints the same JSON. Each
+ *   case runs in a process of its own (`SSEKIT_BENCH_GROUP`).
  * - e2e: `e2e/server.ts` on the runtime (one process per implementation)
  *   against `e2e/client.ts` on Node (a separate process), on 127.0.0.1.
  *
@@ -1134,8 +1135,8 @@ function writeResultsMd(results: RuntimeResults[]): void {
     "",
     "Ratios are from one run; each runtime's floor is measured in the same run.",
     `Parse and encode figures are the lowest of ${MICRO_PASSES} passes' mean time per pass`,
-    "(every other pass runs each group in reverse order; other load on the machine",
-    "only adds time). Even so, on a shared 2-core machine single ratios moved by up to",
+    "(each case in a process of its own; every other pass runs each group in reverse",
+    "order; other load on the machine only adds time). Even so, on a shared 2-core machine single ratios moved by up to",
     "2× between full runs (e.g. node, parse small 64KiB: 2.9× to 5.7× the floor), so",
     "read a MISS near its limit with care.",
     "",
