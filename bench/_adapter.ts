@@ -23,15 +23,13 @@ export const quick: boolean = process.env.SSEKIT_BENCH_QUICK === "1";
 export const reverse: boolean = process.env.SSEKIT_BENCH_REVERSE === "1";
 
 /**
- * The one group this process runs (`SSEKIT_BENCH_GROUP`; `run.ts` gives each
- * case a process of its own), or undefined for all of them.
+ * Whether this process runs the benches of `group`: all of them, unless
+ * `SSEKIT_BENCH_GROUP` names one (`run.ts` gives each case a process of its
+ * own).
  */
-export const onlyGroup: string | undefined = process.env.SSEKIT_BENCH_GROUP ||
-  undefined;
-
-/** Whether this process runs the benches of `group`. */
 export function selected(group: string): boolean {
-  return onlyGroup === undefined || group === onlyGroup;
+  const only = process.env.SSEKIT_BENCH_GROUP;
+  return !only || group === only;
 }
 
 /**
