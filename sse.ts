@@ -197,6 +197,27 @@ export function encodeServerSentEvent(
     );
   }
   const { comment, event, id, retry, data } = message;
+  if (
+    (event !== undefined || id !== undefined) && comment === undefined &&
+    retry === undefined && typeof data === "string" && isSingleLine(data) &&
+    data.charCodeAt(0) !== 0x20
+  ) {
+    // An event with an id and/or a type, in one template: on JavaScriptCore
+    // encoding the result costs less than when built from lines.
+    if (id === undefined) {
+      const type = validateSingleLine("event", event);
+      if (type.charCodeAt(0) !== 0x20) return `event:${type}\ndata:${data}\n\n`;
+    } else if (event === undefined) {
+      const value = validateSingleLine("id", id);
+      if (value.charCodeAt(0) !== 0x20) return `id:${value}\ndata:${data}\n\n`;
+    } else {
+      const type = validateSingleLine("event", event);
+      const value = validateSingleLine("id", id);
+      if (type.charCodeAt(0) !== 0x20 && value.charCodeAt(0) !== 0x20) {
+        return `event:${type}\nid:${value}\ndata:${data}\n\n`;
+      }
+    }
+  }
   let text = "";
   if (comment !== undefined) {
     for (const line of expectString("comment", comment).split(LINE_BREAK)) {
