@@ -140,15 +140,25 @@ function eventsFloor(
   };
 }
 
-/** {@linkcode eventsFloor} over the case's chunks. */
-function floorEvents(c: ParseCase): Tally {
+/**
+ * {@linkcode eventsFloor} over the case's chunks. With `searchCR`, also one
+ * search of each text for CR, which a spec-exact parser needs since CR ends
+ * lines too (the corpora hold none: finding one throws).
+ */
+function floorEvents(c: ParseCase, searchCR = false): Tally {
   const tally = { events: 0, dataLength: 0 };
   const feed = eventsFloor((event) => {
     tally.events++;
     tally.dataLength += event.data.length;
   });
   const decoder = new TextDecoder();
-  for (const chunk of c.chunks) feed(decoder.decode(chunk, { stream: true }));
+  for (const chunk of c.chunks) {
+    const text = decoder.decode(chunk, { stream: true });
+    if (searchCR && text.indexOf("\r") !== -1) {
+      throw new Error(`${c.group}: a CR in a corpus without line ends but LF`);
+    }
+    feed(text);
+  }
   return tally;
 }
 
@@ -369,6 +379,7 @@ for (const c of parseCases({ quick }).filter((c) => selected(c.group))) {
     );
   }
   expectEvents(c, "floor (events)", floorEvents(c));
+  expectEvents(c, "floor (events, CR)", floorEvents(c, true));
   expectEvents(c, "floor (events, stream)", await floorEventsStream(c));
   expectEvents(
     c,
@@ -387,6 +398,12 @@ for (const c of parseCases({ quick }).filter((c) => selected(c.group))) {
     group: c.group,
     fn() {
       floorEvents(c);
+    },
+  }, {
+    name: "floor (events, CR)",
+    group: c.group,
+    fn() {
+      floorEvents(c, true);
     },
   }, {
     name: "floor (stream)",
