@@ -189,6 +189,28 @@ export function encodeCases(options: FixtureOptions = {}): EncodeCase[] {
 }
 
 /**
+ * The parse floor, the runtime's own cost: one streaming `TextDecoder` pass
+ * over the case's chunks and an `indexOf` per LF. `parse_bench.ts` and
+ * `parse_bounds.ts` time it.
+ *
+ * @returns The LFs found and the characters decoded.
+ */
+export function parseFloor(c: ParseCase): { lines: number; chars: number } {
+  const decoder = new TextDecoder();
+  let lines = 0;
+  let chars = 0;
+  for (const chunk of c.chunks) {
+    const text = decoder.decode(chunk, { stream: true });
+    chars += text.length;
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) {
+      lines++;
+    }
+  }
+  decoder.decode();
+  return { lines, chars };
+}
+
+/**
  * The canonical wire form of a message (what the floor writes), in one
  * template literal and without checks: the encode bench's "built" floor also
  * times it, as what every encoder that returns a new string pays.

@@ -13,7 +13,7 @@
  */
 
 import { benchGroup, type GroupBench, quick, selected } from "./_adapter.ts";
-import { type ParseCase, parseCases } from "./_cases.ts";
+import { type ParseCase, parseCases, parseFloor } from "./_cases.ts";
 import { loadSsekit } from "./_ssekit.ts";
 import { createParser } from "eventsource-parser";
 import { EventSourceParserStream } from "eventsource-parser/stream";
@@ -40,19 +40,9 @@ function source(
   });
 }
 
-/** The runtime's own cost: decode every chunk and find every newline. */
+/** The floor ({@linkcode parseFloor}) in the parsers' tally. */
 function floor(c: ParseCase): Tally {
-  const decoder = new TextDecoder();
-  let lines = 0;
-  let chars = 0;
-  for (const chunk of c.chunks) {
-    const text = decoder.decode(chunk, { stream: true });
-    chars += text.length;
-    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) {
-      lines++;
-    }
-  }
-  decoder.decode();
+  const { lines, chars } = parseFloor(c);
   // Not events: the floor reports lines, checked against a plain count below.
   return { events: lines, dataLength: chars };
 }
