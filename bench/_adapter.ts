@@ -33,6 +33,16 @@ export function selected(group: string): boolean {
 }
 
 /**
+ * Whether this process runs the bench called `name`: all of them, unless
+ * `SSEKIT_BENCH_NAME` names one (`run.ts` gives each bench a process of its
+ * own, so no bench runs on the type feedback and heap another one left).
+ */
+export function selectedName(name: string): boolean {
+  const only = process.env.SSEKIT_BENCH_NAME;
+  return !only || name === only;
+}
+
+/**
  * Per-bench options: a fixed small iteration count in quick runs, the
  * runtime's adaptive default otherwise.
  */
@@ -49,12 +59,64 @@ export interface GroupBench {
 }
 
 /**
- * Registers one group's benches with `Deno.bench` (with
- * {@linkcode benchOptions}), in reverse order when {@linkcode reverse}.
+ * How many rounds each bench gets when `run.ts` times it
+ * (`SSEKIT_BENCH_ROUNDS`; 1, a single adaptive run, otherwise and in quick
+ * runs).
  */
-export function benchGroup(benches: GroupBench[]): void {
-  const ordered = reverse ? [...benches].reverse() : benches;
-  for (const bench of ordered) Deno.bench({ ...benchOptions(), ...bench });
+export const rounds: number = quick
+  ? 1
+  : Math.max(1, Math.floor(Number(process.env.SSEKIT_BENCH_ROUNDS ?? 1)) || 1);
+
+/** The time one round of a bench lasts, about. */
+const ROUND_MS = 60;
+
+/** Times `fn` until 20 ms have passed: its mean time per call in ms. */
+async function callTime(fn: () => void | Promise<void>): Promise<number> {
+  let calls = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  do {
+    await fn();
+    calls++;
+    elapsed = performance.now() - start;
+  } while (elapsed < 20);
+  return elapsed / calls;
+}
+
+/**
+ * Registers one group's benches with `Deno.bench`: those
+ * {@linkcode selectedName} chooses, in reverse order when
+ * {@linkcode reverse}. With {@linkcode rounds} above 1 each bench is
+ * registered that many times, the benches taking turns (each round in the
+ * order opposite to the one before), every round a fixed count of calls
+ * lasting about {@linkcode ROUND_MS}: so all of them sample the same moments
+ * of a machine whose speed changes from second to second.
+ */
+export async function benchGroup(benches: GroupBench[]): Promise<void> {
+  const chosen = benches.filter((bench) => selectedName(bench.name));
+  const ordered = reverse ? chosen.reverse() : chosen;
+  if (rounds === 1) {
+    for (const bench of ordered) Deno.bench({ ...benchOptions(), ...bench });
+    return;
+  }
+  const calls = new Map<GroupBench, number>();
+  for (const bench of ordered) {
+    const ms = await callTime(bench.fn);
+    calls.set(bench, Math.max(3, Math.ceil(ROUND_MS / ms)));
+  }
+  for (let round = 0; round < rounds; round++) {
+    const turn = round % 2 === 0 ? ordered : [...ordered].reverse();
+    for (const bench of turn) {
+      // `deno bench --json` keeps one result per name: each round names
+      // itself (run.ts reads the name before " [round").
+      Deno.bench({
+        ...bench,
+        name: `${bench.name} [round ${round + 1}]`,
+        n: calls.get(bench)!,
+        warmup: 1,
+      });
+    }
+  }
 }
 
 /** The name of the runtime running the benches. */

@@ -253,6 +253,6 @@ for (const c of encodeCases({ quick }).filter((c) => selected(c.group))) {
         },
       });
     }
-    benchGroup(benches);
+    await benchGroup(benches);
   }
 }

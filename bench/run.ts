@@ -67,6 +67,13 @@ const HUGE_IMPLS = ["floor", "ssekit-channel"];
  * best pass of the implementation and of its floor alike.
  */
 const MICRO_PASSES = 7;
+/**
+ * Within a pass, each parse bench runs this many rounds of about 60 ms, the
+ * benches of a case taking turns (see `_adapter.ts`). Encode benches run once
+ * each: a call lasts 2–50 ms and leaves tens of MB to collect, so in short
+ * rounds a bench's time says more about the heap it inherits than about it.
+ */
+const MICRO_ROUNDS = 8;
 /** The end-to-end part runs this many times per runtime (once with --quick). */
 const E2E_PASSES = 3;
 
@@ -283,24 +290,33 @@ function parseBenchJson(stdout: string, errors: string[]): Micro[] {
       errors.push(`${b.group}: ${b.name} failed`);
       continue;
     }
-    micro.push({ group: b.group ?? "", name: b.name, avgNs: ok.avg, n: ok.n });
+    // A bench timed in rounds names each one: "<name> [round <k>]".
+    const name = b.name.replace(/ \[round \d+\]$/, "");
+    micro.push({ group: b.group ?? "", name, avgNs: ok.avg, n: ok.n });
   }
   return micro;
 }
 
-/** The parse and encode groups, by bench file, in the order they run. */
-function microGroups(parts: Part[]): [file: string, groups: string[]][] {
-  const list: [string, string[]][] = [];
+/**
+ * The parse and encode groups, by bench file, in the order they run, and the
+ * rounds each bench of the file runs in a pass.
+ */
+function microGroups(
+  parts: Part[],
+): [file: string, groups: string[], rounds: number][] {
+  const list: [string, string[], number][] = [];
   if (parts.includes("parse")) {
     list.push([
       "bench/parse_bench.ts",
       parseCases({ quick }).map((c) => c.group),
+      quick ? 1 : MICRO_ROUNDS,
     ]);
   }
   if (parts.includes("encode")) {
     list.push([
       "bench/encode_bench.ts",
       encodeCases({ quick }).map((c) => c.group),
+      1,
     ]);
   }
   return list;
@@ -309,7 +325,9 @@ function microGroups(parts: Part[]): [file: string, groups: string[]][] {
 /**
  * One pass of parse and encode: each case in a process of its own, so that no
  * case is timed in a JIT shaped by the others (a parser that has parsed every
- * other case first compiles differently; see DEVELOPERS.md).
+ * other case first compiles differently; see DEVELOPERS.md); a parse case's
+ * benches take turns in {@linkcode MICRO_ROUNDS} rounds, each bench reading
+ * its fastest round.
  */
 async function runMicro(
   runtime: Runtime,
@@ -319,16 +337,19 @@ async function runMicro(
 ): Promise<Micro[]> {
   const limit = 10 * 60_000;
   const micro: Micro[] = [];
-  for (const [file, groups] of microGroups(parts)) {
+  for (const [file, groups, rounds] of microGroups(parts)) {
     for (const group of groups.filter((g) => !only || only.has(g))) {
       const args = runtime === "deno"
         ? ["bench", "-A", "--json", file]
         : [file, "--json"];
       console.log(
-        `\n$ SSEKIT_BENCH_GROUP="${group}" ${runtime} ${args.join(" ")}`,
+        `\n$ SSEKIT_BENCH_GROUP="${group}" SSEKIT_BENCH_ROUNDS=${rounds} ${runtime} ${
+          args.join(" ")
+        }`,
       );
       const { code, stdout } = await run(bin(runtime), args, limit, {
         SSEKIT_BENCH_GROUP: group,
+        SSEKIT_BENCH_ROUNDS: String(rounds),
       });
       if (code !== 0) {
         errors.push(`${runtime} ${file} (${group}) exited with ${code}`);
@@ -338,7 +359,8 @@ async function runMicro(
       if (!results.some((m) => m.group.startsWith(group))) {
         errors.push(`${runtime} ${file} (${group}) gave no results`);
       }
-      micro.push(...results);
+      // A pass reads each bench's fastest round.
+      micro.push(...lowest([results]));
     }
   }
   return micro;
@@ -1195,12 +1217,15 @@ function writeResultsMd(results: RuntimeResults[]): void {
     "",
     "Each ratio compares figures from one run: a floor is measured in the same run",
     "as what it bounds (a filtered run keeps the other parts from an earlier one).",
-    `Parse and encode figures are the lowest of ${MICRO_PASSES} passes' mean time per pass`,
-    "(each case in a process of its own; every other pass runs each group in",
-    "reverse order; other load on the machine only adds time). Even so, on a shared",
-    "2-core machine single ratios moved by up to 2× between full runs (e.g. node,",
-    "parse small 64KiB: 2.9× to 5.7× the floor), so read a MISS near its limit with",
-    "care. A target that misses gets a second look in the same run: what it reads",
+    `Parse and encode figures are the lowest of ${MICRO_PASSES} passes, each running every case`,
+    "in a process of its own (every other pass in reverse order; other load on the",
+    `machine only adds time). In a parse pass a case's benches take turns in ${MICRO_ROUNDS}`,
+    "rounds of about 60 ms, each round in the order opposite to the one before, so",
+    "that a parser and its floor meet the same moments of a shared machine whose",
+    "speed changes from second to second; the pass reads each bench's fastest round.",
+    "An encode pass times each bench once, for about 0.5 s (its calls last 2–50 ms",
+    "and leave tens of MB to collect, which short rounds would hand to the next",
+    "bench). A cell's spread is that of the passes. A target that misses gets a second look in the same run: what it reads",
     "is measured again, as many passes more and its floors too, and it reads the best",
     'of all passes; its cell then says "second look" and gives the first figure.',
     "",
