@@ -236,6 +236,7 @@ export const ROLES: Record<
   "floor (stream)": { role: "floor", form: "stream" },
   "floor (events)": { role: "floor", form: "function" },
   "floor (events, CR)": { role: "floor", form: "function" },
+  "floor (spec)": { role: "floor", form: "function" },
   "floor (events, stream)": { role: "floor", form: "stream" },
   "floor (MessageEvent stream)": { role: "floor", form: "stream" },
   "eventsource-parser": { role: "peer", form: "function" },
