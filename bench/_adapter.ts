@@ -34,8 +34,8 @@ export function selected(group: string): boolean {
 
 /**
  * Whether this process runs the bench called `name`: all of them, unless
- * `SSEKIT_BENCH_NAME` names one (`run.ts` gives each bench a process of its
- * own, so no bench runs on the type feedback and heap another one left).
+ * `SSEKIT_BENCH_NAME` names one, to time a bench alone in a fresh process, on
+ * no type feedback or heap that another left (`run.ts` does not set it).
  */
 export function selectedName(name: string): boolean {
   const only = process.env.SSEKIT_BENCH_NAME;
