@@ -67,20 +67,32 @@ export const rounds: number = quick
   ? 1
   : Math.max(1, Math.floor(Number(process.env.SSEKIT_BENCH_ROUNDS ?? 1)) || 1);
 
-/** The time one round of a bench lasts, about. */
+/**
+ * The time one round of a bench lasts at least, about: its fastest call times
+ * its count of calls.
+ */
 const ROUND_MS = 60;
 
-/** Times `fn` until 20 ms have passed: its mean time per call in ms. */
+/**
+ * The time one call of `fn` takes at best, in ms: after 20 ms of calls that
+ * warm it up, the fastest call in the next 20 ms (at least three calls). Not
+ * a mean: one garbage collection in those 20 ms would then read as the call's
+ * time and shrink every round of the bench to a few calls, whose mean swings
+ * with each collection (see DEVELOPERS.md).
+ */
 async function callTime(fn: () => void | Promise<void>): Promise<number> {
+  const warm = performance.now();
+  do await fn(); while (performance.now() - warm < 20);
+  let fastest = Infinity;
   let calls = 0;
   const start = performance.now();
-  let elapsed = 0;
-  do {
+  while (calls < 3 || performance.now() - start < 20) {
+    const before = performance.now();
     await fn();
+    fastest = Math.min(fastest, performance.now() - before);
     calls++;
-    elapsed = performance.now() - start;
-  } while (elapsed < 20);
-  return elapsed / calls;
+  }
+  return fastest;
 }
 
 /**
@@ -89,7 +101,7 @@ async function callTime(fn: () => void | Promise<void>): Promise<number> {
  * {@linkcode reverse}. With {@linkcode rounds} above 1 each bench is
  * registered that many times, the benches taking turns (each round in the
  * order opposite to the one before), every round a fixed count of calls
- * lasting about {@linkcode ROUND_MS}: so all of them sample the same moments
+ * lasting at least {@linkcode ROUND_MS}: so all of them sample the same moments
  * of a machine whose speed changes from second to second.
  */
 export async function benchGroup(benches: GroupBench[]): Promise<void> {
