@@ -68,8 +68,8 @@ export const rounds: number = quick
   : Math.max(1, Math.floor(Number(process.env.SSEKIT_BENCH_ROUNDS ?? 1)) || 1);
 
 /**
- * The time one round of a bench lasts at least, about: its fastest call times
- * its count of calls.
+ * The least time one round of a bench lasts: its count of calls is this over
+ * its fastest call.
  */
 const ROUND_MS = 60;
 
