@@ -13,7 +13,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
 import { Hono } from "hono";
 
@@ -198,30 +198,63 @@ export const nodeHttpServer: ServerKind = {
   },
 };
 
+/**
+ * The connections of a `node:http2` test server, and the client sessions
+ * talking to it, closed without a GOAWAY frame: `close()` destroys the
+ * server's sockets, so each session on both ends ends because its socket
+ * closed. (`session.close()` and `session.destroy()` on a live socket send
+ * GOAWAY, and Deno's node:http2 (2.9) can abort the whole process on one with
+ * nghttp2's `find_stream_on_goaway_func: Assertion
+ * 'stream->closed_next == NULL' failed`.)
+ */
+class Http2Connections {
+  readonly clientSessions: Set<http2.ClientHttp2Session> = new Set();
+  readonly #server: http2.Http2Server | http2.Http2SecureServer;
+  readonly #sockets = new Set<Socket>();
+  readonly #serverSessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(
+    server: http2.Http2Server | http2.Http2SecureServer,
+    event: "connection" | "secureConnection",
+  ) {
+    this.#server = server;
+    server.on(event, (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.on("close", () => this.#sockets.delete(socket));
+    });
+    server.on("session", (session: http2.ServerHttp2Session) => {
+      this.#serverSessions.add(session);
+      session.on("close", () => this.#serverSessions.delete(session));
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    await waitFor(
+      () =>
+        this.#sockets.size === 0 && this.#serverSessions.size === 0 &&
+        this.clientSessions.size === 0,
+      "the HTTP/2 sessions to close",
+    );
+    await new Promise((resolve) => this.#server.close(resolve));
+  }
+}
+
 /** `node:http2` without TLS (h2c, prior knowledge), compatibility API. */
 export const nodeHttp2Server: ServerKind = {
   name: "node:http2 (h2c)",
   skip: undefined,
   async start({ node }) {
     const server = http2.createServer(node);
-    const serverSessions = new Set<http2.ServerHttp2Session>();
-    server.on("session", (session) => {
-      serverSessions.add(session);
-      session.on("close", () => serverSessions.delete(session));
-    });
+    const connections = new Http2Connections(server, "connection");
     const origin = await listenOnLoopback(server);
-    const clientSessions = new Set<http2.ClientHttp2Session>();
     return {
       origin,
       http2: true,
       fetch(path, init = {}) {
-        return h2Fetch(origin, path, init, clientSessions);
+        return h2Fetch(origin, path, init, connections.clientSessions);
       },
-      async close() {
-        for (const session of clientSessions) session.destroy();
-        for (const session of serverSessions) session.destroy();
-        await new Promise((resolve) => server.close(resolve));
-      },
+      close: () => connections.close(),
     };
   },
 };
@@ -265,24 +298,17 @@ export const nodeHttp2TlsServer: ServerKind = {
   async start({ node }) {
     const { key, cert } = selfSignedCertificate();
     const server = http2.createSecureServer({ key, cert }, node);
-    const serverSessions = new Set<http2.ServerHttp2Session>();
-    server.on("session", (session) => {
-      serverSessions.add(session);
-      session.on("close", () => serverSessions.delete(session));
-    });
+    const connections = new Http2Connections(server, "secureConnection");
     const origin = (await listenOnLoopback(server)).replace("http:", "https:");
-    const clientSessions = new Set<http2.ClientHttp2Session>();
     return {
       origin,
       http2: true,
       fetch(path, init = {}) {
-        return h2Fetch(origin, path, init, clientSessions, { ca: cert });
+        return h2Fetch(origin, path, init, connections.clientSessions, {
+          ca: cert,
+        });
       },
-      async close() {
-        for (const session of clientSessions) session.destroy();
-        for (const session of serverSessions) session.destroy();
-        await new Promise((resolve) => server.close(resolve));
-      },
+      close: () => connections.close(),
     };
   },
 };
@@ -406,11 +432,12 @@ function h2Fetch(
   session.on("error", () => {});
   session.on("close", () => sessions.delete(session));
   const stream = session.request({ ":path": path, ...init.headers });
-  const done = () => {
-    stream.destroy();
-    session.close();
-  };
-  init.signal?.addEventListener("abort", done, { once: true });
+  // Aborting resets the stream (RST_STREAM), as a browser does; the session
+  // stays open until the server's close() drops its socket (see
+  // Http2Connections for why nothing here sends GOAWAY).
+  init.signal?.addEventListener("abort", () => stream.destroy(), {
+    once: true,
+  });
   return new Promise((resolve, reject) => {
     stream.on("error", reject);
     stream.on("response", (head) => {
@@ -422,7 +449,6 @@ function h2Fetch(
         }
       }
       const status = Number(head[":status"]);
-      stream.on("close", () => session.close());
       if (status === 204) {
         stream.resume();
         resolve(new Response(null, { status, headers }));
