@@ -199,45 +199,48 @@ export const nodeHttpServer: ServerKind = {
 };
 
 /**
- * The connections of a `node:http2` test server, and the client sessions
- * talking to it, closed without a GOAWAY frame: `close()` destroys the
- * server's sockets, so each session on both ends ends because its socket
- * closed. (`session.close()` and `session.destroy()` on a live socket send
- * GOAWAY, and Deno's node:http2 (2.9) can abort the whole process on one with
- * nghttp2's `find_stream_on_goaway_func: Assertion
+ * A `node:http2` server listening at `origin` as a {@linkcode TestServer},
+ * closed without a GOAWAY frame: `close()` destroys the server's sockets
+ * (`event` hands them over), so each session on both ends ends because its
+ * socket closed. (`session.close()` and `session.destroy()` on a live socket
+ * send GOAWAY, and Deno's node:http2 (2.9) can abort the whole process on one
+ * with nghttp2's `find_stream_on_goaway_func: Assertion
  * 'stream->closed_next == NULL' failed`.)
  */
-class Http2Connections {
-  readonly clientSessions: Set<http2.ClientHttp2Session> = new Set();
-  readonly #server: http2.Http2Server | http2.Http2SecureServer;
-  readonly #sockets = new Set<Socket>();
-  readonly #serverSessions = new Set<http2.ServerHttp2Session>();
-
-  constructor(
-    server: http2.Http2Server | http2.Http2SecureServer,
-    event: "connection" | "secureConnection",
-  ) {
-    this.#server = server;
-    server.on(event, (socket: Socket) => {
-      this.#sockets.add(socket);
-      socket.on("close", () => this.#sockets.delete(socket));
-    });
-    server.on("session", (session: http2.ServerHttp2Session) => {
-      this.#serverSessions.add(session);
-      session.on("close", () => this.#serverSessions.delete(session));
-    });
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy();
-    await waitFor(
-      () =>
-        this.#sockets.size === 0 && this.#serverSessions.size === 0 &&
-        this.clientSessions.size === 0,
-      "the HTTP/2 sessions to close",
-    );
-    await new Promise((resolve) => this.#server.close(resolve));
-  }
+function http2TestServer(
+  server: http2.Http2Server | http2.Http2SecureServer,
+  event: "connection" | "secureConnection",
+  origin: string,
+  options: http2.SecureClientSessionOptions = {},
+): TestServer {
+  const sockets = new Set<Socket>();
+  const serverSessions = new Set<http2.ServerHttp2Session>();
+  const clientSessions = new Set<http2.ClientHttp2Session>();
+  server.on(event, (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.on("session", (session: http2.ServerHttp2Session) => {
+    serverSessions.add(session);
+    session.on("close", () => serverSessions.delete(session));
+  });
+  return {
+    origin,
+    http2: true,
+    fetch(path, init = {}) {
+      return h2Fetch(origin, path, init, clientSessions, options);
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await waitFor(
+        () =>
+          sockets.size === 0 && serverSessions.size === 0 &&
+          clientSessions.size === 0,
+        "the HTTP/2 sessions to close",
+      );
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 /** `node:http2` without TLS (h2c, prior knowledge), compatibility API. */
@@ -246,16 +249,11 @@ export const nodeHttp2Server: ServerKind = {
   skip: undefined,
   async start({ node }) {
     const server = http2.createServer(node);
-    const connections = new Http2Connections(server, "connection");
-    const origin = await listenOnLoopback(server);
-    return {
-      origin,
-      http2: true,
-      fetch(path, init = {}) {
-        return h2Fetch(origin, path, init, connections.clientSessions);
-      },
-      close: () => connections.close(),
-    };
+    return http2TestServer(
+      server,
+      "connection",
+      await listenOnLoopback(server),
+    );
   },
 };
 
@@ -298,18 +296,8 @@ export const nodeHttp2TlsServer: ServerKind = {
   async start({ node }) {
     const { key, cert } = selfSignedCertificate();
     const server = http2.createSecureServer({ key, cert }, node);
-    const connections = new Http2Connections(server, "secureConnection");
     const origin = (await listenOnLoopback(server)).replace("http:", "https:");
-    return {
-      origin,
-      http2: true,
-      fetch(path, init = {}) {
-        return h2Fetch(origin, path, init, connections.clientSessions, {
-          ca: cert,
-        });
-      },
-      close: () => connections.close(),
-    };
+    return http2TestServer(server, "secureConnection", origin, { ca: cert });
   },
 };
 
@@ -434,7 +422,7 @@ function h2Fetch(
   const stream = session.request({ ":path": path, ...init.headers });
   // Aborting resets the stream (RST_STREAM), as a browser does; the session
   // stays open until the server's close() drops its socket (see
-  // Http2Connections for why nothing here sends GOAWAY).
+  // http2TestServer for why nothing here sends GOAWAY).
   init.signal?.addEventListener("abort", () => stream.destroy(), {
     once: true,
   });
