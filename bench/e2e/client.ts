@@ -7,6 +7,9 @@
  * `node bench/e2e/client.ts <port> idle:<clients>` (idle RSS per
  * stream, on a fresh server: the slope of RSS as `clients` more streams open
  * in five steps after the first `clients / 5`), or
+ * `node bench/e2e/client.ts <port> idle-steps:<clients>` (RSS and JS heap
+ * after every 100 more idle streams, up to `clients`: where the memory
+ * comes in steps), or
  * `node bench/e2e/client.ts <port> <clients>:<max-events>[,...]
  * [ttfe-samples] [seconds]` — each round lets the server send for about
  * `seconds` (at most max-events per client), then stops it; or
@@ -415,6 +418,32 @@ async function idleRss(clients: number) {
   };
 }
 
+/**
+ * RSS and JS heap (after GC) each time 100 more idle streams are open, up to
+ * `clients`: the allocator's steps, which a slope over a few points hides.
+ */
+async function idleSteps(clients: number) {
+  const conns: Conn[] = [];
+  const kib = (bytes: number) => Math.round(bytes / 1024);
+  const points: [number, number, number][] = [];
+  while (conns.length < clients) {
+    conns.push(
+      ...await openMany("idle", Math.min(100, clients - conns.length)),
+    );
+    const stats = JSON.parse(await get("/stats")) as {
+      rss: number;
+      heapUsed: number;
+    };
+    points.push([conns.length, kib(stats.rss), kib(stats.heapUsed)]);
+  }
+  for (const c of conns) c.socket.destroy();
+  return {
+    idleClients: clients,
+    columns: ["streams", "rssKiB", "heapKiB"],
+    points,
+  };
+}
+
 /** Opens `count` streams of round `id`, 100 at a time. */
 async function openMany(id: string, count: number): Promise<Conn[]> {
   const conns: Conn[] = [];
@@ -482,6 +511,8 @@ if (roundsArg.startsWith("fanout:")) {
       await ttfePair(Number(roundsArg.slice(10)), Number(ttfeArg)),
     ),
   );
+} else if (roundsArg.startsWith("idle-steps:")) {
+  console.log(JSON.stringify(await idleSteps(Number(roundsArg.slice(11)))));
 } else if (roundsArg.startsWith("idle:")) {
   console.log(JSON.stringify(await idleRss(Number(roundsArg.slice(5)))));
 } else {

@@ -28,7 +28,7 @@
  * - `GET /fanout?round=R&i=K`: sends one `@tick@` event (id K) to every stream
  *   of round R through the implementation's idiom and answers once the call
  *   returned; the client times until the last stream has it.
- * - `GET /stats`: `{ rss, streams }` after a full GC.
+ * - `GET /stats`: `{ rss, heapUsed, streams }` after a full GC.
  * - `GET /quit`: exits.
  *
  * @module
@@ -490,7 +490,8 @@ async function statsJson(): Promise<string> {
   }
   let streams = 0;
   for (const set of rounds.values()) streams += set.size;
-  return JSON.stringify({ rss: process.memoryUsage().rss, streams, runtime });
+  const { rss, heapUsed } = process.memoryUsage();
+  return JSON.stringify({ rss, heapUsed, streams, runtime });
 }
 
 interface BunLike {
