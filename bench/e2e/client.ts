@@ -259,6 +259,13 @@ function get(path: string): Promise<string> {
   });
 }
 
+/** The server's memory (after a full GC) and open streams: `GET /stats`. */
+async function serverStats(): Promise<
+  { rss: number; heapUsed: number; streams: number }
+> {
+  return JSON.parse(await get("/stats"));
+}
+
 /**
  * Lets the server send to every connection for about `seconds` (at most
  * `maxEvents` each), stops it, checks every stream got exactly what was sent,
@@ -303,13 +310,10 @@ async function round(
   seconds: number,
 ) {
   const id = `r${index}`;
-  const before = JSON.parse(await get("/stats")) as { rss: number };
+  const before = await serverStats();
   // Connect in batches of 100 so the listen backlog never overflows.
   const conns = await openMany(id, clients);
-  const idle = JSON.parse(await get("/stats")) as {
-    rss: number;
-    streams: number;
-  };
+  const idle = await serverStats();
   if (idle.streams < clients) {
     throw new Error(
       `server holds ${idle.streams} streams, expected ${clients}`,
@@ -399,8 +403,7 @@ async function idleRss(clients: number) {
   const connect = async (count: number) => {
     conns.push(...await openMany("idle", count));
   };
-  const rss = async () =>
-    (JSON.parse(await get("/stats")) as { rss: number }).rss;
+  const rss = async () => (await serverStats()).rss;
   await connect(Math.max(1, Math.round(clients / 5)));
   const counts: number[] = [conns.length];
   const rssAt: number[] = [await rss()];
@@ -430,10 +433,7 @@ async function idleSteps(clients: number) {
     conns.push(
       ...await openMany("idle", Math.min(100, clients - conns.length)),
     );
-    const stats = JSON.parse(await get("/stats")) as {
-      rss: number;
-      heapUsed: number;
-    };
+    const stats = await serverStats();
     points.push([conns.length, kib(stats.rss), kib(stats.heapUsed)]);
   }
   for (const c of conns) c.socket.destroy();
