@@ -1219,6 +1219,13 @@ function targets(r: RuntimeResults): Outcome[] {
   });
 }
 
+/** What an outcome says: a reported figure, no verdict (quick), met or missed. */
+function verdictOf(o: Outcome): "reported" | "quick" | "pass" | "miss" {
+  if (o.reported) return "reported";
+  if (o.pass === undefined) return "quick";
+  return o.pass ? "pass" : "miss";
+}
+
 // --- RESULTS.md -------------------------------------------------------------------------
 
 function machine(results: RuntimeResults[]): string[] {
@@ -1272,13 +1279,12 @@ function writeResultsMd(results: RuntimeResults[]): void {
     const cells = perRuntime.map((m) => {
       const o = m.get(name);
       if (!o) return "not run";
-      const verdict = o.reported
-        ? "reported"
-        : o.pass === undefined
-        ? "(quick: no verdict)"
-        : o.pass
-        ? "PASS"
-        : "**MISS**";
+      const verdict = {
+        reported: "reported",
+        quick: "(quick: no verdict)",
+        pass: "PASS",
+        miss: "**MISS**",
+      }[verdictOf(o)];
       return `${o.value} ${verdict}${o.spread ? ` (${o.spread})` : ""}${
         o.secondLook ? `; second look, first ${o.secondLook.first}` : ""
       }`;
@@ -1744,13 +1750,12 @@ async function main(): Promise<number> {
 
   console.log("\nTargets");
   for (const [runtime, o] of outcomes) {
-    const verdict = o.reported
-      ? "INFO"
-      : o.pass === undefined
-      ? "----"
-      : o.pass
-      ? "PASS"
-      : "MISS";
+    const verdict = {
+      reported: "INFO",
+      quick: "----",
+      pass: "PASS",
+      miss: "MISS",
+    }[verdictOf(o)];
     console.log(
       `  ${verdict}  ${runtime.padEnd(5)} ${o.target}: ${o.value}${
         o.spread ? ` (passes: ${o.spread})` : ""
