@@ -1111,7 +1111,7 @@ function targetList(r: RuntimeResults): Target[] {
   }, {
     // Re-based (issue 17, thirteenth round): judged at C=10 000 only. At
     // 1000 streams the window holds the JIT's one-time memory (Node: the
-    // optimizing compilers' zones, 3–10 MiB at 500–600 streams, gone with
+    // optimizing compilers' zones, 3–9 MiB at 500–600 streams, gone with
     // `--max-opt=0`; Bun: its DFG tier's code paged in), as much as the
     // streams' own growth; see DEVELOPERS.md.
     part: "e2e",
