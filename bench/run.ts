@@ -875,10 +875,11 @@ interface Outcome {
   value: string;
   /** The same figure in each pass, lowest to highest, e.g. `1.28–1.41×`. */
   spread: string;
-  /** `undefined`: not judged (a quick run, or a reported figure). */
-  pass: boolean | undefined;
-  /** A figure shown beside the targets, never judged. */
-  reported?: boolean;
+  /**
+   * Met or missed; `quick`: not judged (a quick run); `reported`: a figure
+   * shown beside the targets, never judged.
+   */
+  verdict: "pass" | "miss" | "quick" | "reported";
   /** Set when the target missed at first look and was measured again. */
   secondLook?: SecondLook;
 }
@@ -1209,21 +1210,19 @@ function targets(r: RuntimeResults): Outcome[] {
       part: t.part,
       value: t.format(x),
       spread,
-      pass: t.reported || r.quick ? undefined : Number.isFinite(x) && ok,
+      verdict: t.reported
+        ? "reported"
+        : r.quick
+        ? "quick"
+        : Number.isFinite(x) && ok
+        ? "pass"
+        : "miss",
     };
-    if (t.reported) outcome.reported = true;
     if (t.group) outcome.group = t.group;
     const second = r.secondLooks?.find((s) => s.target === t.name);
     if (second) outcome.secondLook = second;
     return outcome;
   });
-}
-
-/** What an outcome says: a reported figure, no verdict (quick), met or missed. */
-function verdictOf(o: Outcome): "reported" | "quick" | "pass" | "miss" {
-  if (o.reported) return "reported";
-  if (o.pass === undefined) return "quick";
-  return o.pass ? "pass" : "miss";
 }
 
 // --- RESULTS.md -------------------------------------------------------------------------
@@ -1284,7 +1283,7 @@ function writeResultsMd(results: RuntimeResults[]): void {
         quick: "(quick: no verdict)",
         pass: "PASS",
         miss: "**MISS**",
-      }[verdictOf(o)];
+      }[o.verdict];
       return `${o.value} ${verdict}${o.spread ? ` (${o.spread})` : ""}${
         o.secondLook ? `; second look, first ${o.secondLook.first}` : ""
       }`;
@@ -1563,7 +1562,7 @@ async function secondLook(
   errors: string[],
 ): Promise<void> {
   const missed = targets(result).filter((o) =>
-    o.pass === false && filter.includes(o.part)
+    o.verdict === "miss" && filter.includes(o.part)
   );
   // The parts not run now keep the second looks of the run that measured them.
   result.secondLooks = [
@@ -1755,7 +1754,7 @@ async function main(): Promise<number> {
       quick: "----",
       pass: "PASS",
       miss: "MISS",
-    }[verdictOf(o)];
+    }[o.verdict];
     console.log(
       `  ${verdict}  ${runtime.padEnd(5)} ${o.target}: ${o.value}${
         o.spread ? ` (passes: ${o.spread})` : ""
@@ -1770,12 +1769,14 @@ async function main(): Promise<number> {
       }`,
     );
   }
-  const missed = outcomes.filter(([, o]) => o.pass === false).length;
-  const judged = outcomes.filter(([, o]) => o.pass !== undefined).length;
-  const reported = outcomes.filter(([, o]) => o.reported).length;
-  const quickOnes = outcomes.length - judged - reported;
+  const count = (verdict: Outcome["verdict"]) =>
+    outcomes.filter(([, o]) => o.verdict === verdict).length;
+  const met = count("pass");
+  const missed = count("miss");
+  const reported = count("reported");
+  const quickOnes = count("quick");
   console.log(
-    `\n${judged - missed} met, ${missed} missed${
+    `\n${met} met, ${missed} missed${
       quickOnes > 0 ? `, ${quickOnes} not judged (--quick)` : ""
     }${reported > 0 ? `, ${reported} reported` : ""}; ${
       fmt((performance.now() - started) / 1000, 0)
